@@ -1,0 +1,77 @@
+/**
+ * The one registry of Portway error codes.
+ *
+ * A code is never renamed or reused. `wire` says whether the code may cross the network (in a data-socket
+ * status frame, an end-to-end status frame or an MQTT reply); local-only codes stay inside one process.
+ * `retryable` tells callers (reconnect loops, the CLI) whether trying again later can succeed.
+ * Every code appears in docs/protocol.md (a unit test checks it).
+ */
+export interface ErrorSpec {
+  readonly meaning: string;
+  readonly retryable: boolean;
+  readonly wire: boolean;
+}
+
+export const ERRORS = {
+  PW_BAD_PREAMBLE: { meaning: 'data socket did not start with the Portway magic and a known version', retryable: false, wire: true },
+  PW_BAD_FRAME: { meaning: 'a frame had an unknown type, unknown flags or a malformed payload', retryable: false, wire: true },
+  PW_FRAME_TOO_LARGE: { meaning: 'a frame length exceeded the limit for its phase', retryable: false, wire: true },
+  PW_HANDSHAKE_TIMEOUT: { meaning: 'the peer did not finish its handshake or hello in time', retryable: true, wire: true },
+  PW_UNKNOWN_ALPN: { meaning: 'TLS connection without a supported ALPN protocol', retryable: false, wire: false },
+  PW_CLIENT_CERT_REQUIRED: { meaning: 'a valid client certificate issued by this relay is required', retryable: false, wire: true },
+  PW_WRONG_ROLE: { meaning: 'the certificate belongs to another role (a device acting as a user, or a user as a device)', retryable: false, wire: true },
+  PW_UNAUTHENTICATED: { meaning: 'missing, unknown, expired or revoked credentials', retryable: false, wire: true },
+  PW_NOT_AUTHORIZED: { meaning: 'the user is not allowed to reach this device', retryable: false, wire: true },
+  PW_UNKNOWN_DEVICE: { meaning: 'no device with this name or ID', retryable: false, wire: true },
+  PW_DEVICE_OFFLINE: { meaning: 'the device is not connected to the relay', retryable: true, wire: true },
+  PW_SERVICE_NOT_EXPOSED: { meaning: 'the device does not expose a service with this name', retryable: false, wire: true },
+  PW_SERVICE_REFUSED: { meaning: 'connection refused by device service', retryable: true, wire: true },
+  PW_SERVICE_UNREACHABLE: { meaning: 'the device could not reach its service (timeout or network error)', retryable: true, wire: true },
+  PW_DIAL_TIMEOUT: { meaning: 'the device did not open a data socket for the stream in time', retryable: true, wire: true },
+  PW_STREAM_TOKEN_INVALID: { meaning: 'unknown, expired or already used stream token', retryable: false, wire: true },
+  PW_LIMIT_REACHED: { meaning: 'a bounded resource (streams, pending opens, pooled sockets) is full', retryable: true, wire: true },
+  PW_ENROLL_KEY_INVALID: { meaning: 'unknown, expired or used-up enrollment key', retryable: false, wire: true },
+  PW_BAD_CSR: { meaning: 'certificate signing request is malformed or its signature does not verify', retryable: false, wire: true },
+  PW_BAD_REQUEST: { meaning: 'a request was malformed or failed validation', retryable: false, wire: true },
+  PW_NOT_FOUND: { meaning: 'no such API resource', retryable: false, wire: true },
+  PW_E2E_HANDSHAKE_FAILED: { meaning: 'the end-to-end TLS session between client and device failed', retryable: true, wire: false },
+  PW_E2E_DEVICE_KEY_MISMATCH: { meaning: 'the device presented a key other than the one pinned for it', retryable: false, wire: false },
+  PW_E2E_PEER_MISMATCH: { meaning: 'the end-to-end peer certificate does not match the identity the relay announced', retryable: false, wire: true },
+  PW_STREAM_ABORTED: { meaning: 'the stream was cut before a clean end (peer or relay failed)', retryable: true, wire: false },
+  PW_RELAY_UNREACHABLE: { meaning: 'could not connect to the relay', retryable: true, wire: false },
+  PW_RELAY_CERT_MISMATCH: { meaning: 'the relay certificate does not match the configured CA or fingerprint', retryable: false, wire: false },
+  PW_SHUTTING_DOWN: { meaning: 'the component is stopping', retryable: true, wire: true },
+  PW_UNKNOWN_MESSAGE: { meaning: 'a control message had an unknown type', retryable: false, wire: true },
+  PW_CONFIG_INVALID: { meaning: 'a configuration file failed validation', retryable: false, wire: false },
+  PW_NOT_LOGGED_IN: { meaning: 'no client settings; run portway login first', retryable: false, wire: false },
+  PW_INTERNAL: { meaning: 'unexpected internal error', retryable: true, wire: true },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(ERRORS, value);
+}
+
+export class PortwayError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].meaning, options);
+    this.name = 'PortwayError';
+    this.code = code;
+    this.retryable = ERRORS[code].retryable;
+  }
+
+  /** The form that crosses the wire: `{ ok: false, code, message }`. */
+  toWire(): { ok: false; code: ErrorCode; message: string } {
+    return { ok: false, code: this.code, message: this.message };
+  }
+}
+
+/** Rebuild an error received from a peer; unknown codes become PW_INTERNAL so callers always branch on a known code. */
+export function errorFromWire(code: unknown, message: unknown): PortwayError {
+  const text = typeof message === 'string' ? message.slice(0, 512) : undefined;
+  return isErrorCode(code) ? new PortwayError(code, text) : new PortwayError('PW_INTERNAL', `peer sent unknown error code ${String(code).slice(0, 64)}`);
+}

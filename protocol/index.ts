@@ -1,0 +1,5 @@
+export * from './constants';
+export * from './errors';
+export * from './data-frames';
+export * from './messages';
+export * from './topics';
