@@ -44,6 +44,8 @@ export const ERRORS = {
   PW_UNKNOWN_MESSAGE: { meaning: 'a control message had an unknown type', retryable: false, wire: true },
   PW_CONFIG_INVALID: { meaning: 'a configuration file failed validation', retryable: false, wire: false },
   PW_NOT_LOGGED_IN: { meaning: 'no client settings; run portway login first', retryable: false, wire: false },
+  PW_NAME_TAKEN: { meaning: 'a user with this name already exists', retryable: false, wire: true },
+  PW_STORE_UNSUPPORTED: { meaning: 'the database schema is newer than this relay supports (downgrade)', retryable: false, wire: false },
   PW_INTERNAL: { meaning: 'unexpected internal error', retryable: true, wire: true },
 } as const satisfies Record<string, ErrorSpec>;
 
