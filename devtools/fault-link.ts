@@ -94,6 +94,7 @@ export class FaultLink {
       const chunk = this.queue[i] as Chunk;
       chunk.dueAt = this.dueAt(chunk.arrivalAt, chunk.delayMs);
     }
+    this.checkLimit();
     this.pump();
   }
 
@@ -132,6 +133,7 @@ export class FaultLink {
       }
     }
     this.acceptedBytes += accepted.length;
+    this.checkLimit();
     accepted = this.flipBits(accepted, offset, toxics);
     const now = performance.now();
     const delayMs = sampleDelayMs(toxics.latency, this.deps.random);

@@ -184,6 +184,22 @@ describe('FaultProxy', () => {
     await waitFor(() => proxy.stats().connectionsOpen === 0, { description: 'connection closed' });
   });
 
+  it('limit_data closes the connection as soon as exactly N bytes have passed', async () => {
+    const upstream = await startTcpServer(disposer);
+    const { proxy, host, port } = await startFaultProxy(disposer, upstream);
+    proxy.setLimitData('upstream', { bytes: 4 });
+    const client = await connectTcp(disposer, { host, port });
+    const server = await upstream.nextConnection();
+    const serverBytes = collectBytes(server);
+    const clientBytes = collectBytes(client);
+    client.write('four');
+    expect((await serverBytes.waitForEnd()).toString()).toBe('four');
+    await clientBytes.waitForEnd();
+    client.end();
+    server.end();
+    await waitFor(() => proxy.stats().connectionsOpen === 0, { description: 'connection closed' });
+  });
+
   it('the bandwidth cap bounds throughput', async () => {
     const { proxy, client } = await echoThroughProxy();
     proxy.setBandwidth('downstream', { bytesPerSecond: 512 * 1024 });
