@@ -3,3 +3,4 @@ export * from './errors';
 export * from './data-frames';
 export * from './messages';
 export * from './topics';
+export * from './e2e-frames';

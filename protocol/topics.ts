@@ -5,12 +5,15 @@
  *   pw/v1/dev/{deviceId}/services   device -> all    retained DeviceServices
  *   pw/v1/dev/{deviceId}/cmd        relay  -> device DeviceCommand (dial, pool)
  *   pw/v1/dev/{deviceId}/reply      device -> relay  CommandReply
+ *   pw/v1/dev/{deviceId}/telemetry  device -> relay  telemetry samples (not retained; may be dropped)
  *
  * A device may publish and subscribe only inside pw/v1/dev/{its own id}/ (broker ACL).
  */
 export const TOPIC_PREFIX = 'pw/v1';
-export const DEVICE_TOPIC_KINDS = ['status', 'services', 'cmd', 'reply'] as const;
+export const DEVICE_TOPIC_KINDS = ['status', 'services', 'cmd', 'reply', 'telemetry'] as const;
 export type DeviceTopicKind = (typeof DEVICE_TOPIC_KINDS)[number];
+/** The kinds a device publishes itself; it only receives the others (the broker ACL enforces this). */
+export const DEVICE_PUBLISH_KINDS: readonly DeviceTopicKind[] = ['status', 'services', 'reply', 'telemetry'];
 
 export function deviceTopic(deviceId: string, kind: DeviceTopicKind): string {
   return `${TOPIC_PREFIX}/dev/${deviceId}/${kind}`;

@@ -1,0 +1,200 @@
+/**
+ * The device agent: identity (enroll on first start), the MQTT control channel, data sockets (a pool kept
+ * warm while the relay asks for it, and sockets dialed on demand for one stream each), and streams.
+ */
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import { PortwayError, type DeviceCommand, type ServiceInfo } from '../../protocol';
+import type { Logger } from '../../shared/logger';
+import { parseHostPort } from '../../shared/relay-trust';
+import type { AgentConfig, ServiceConfig } from './config';
+import { ControlChannel } from './control/control-channel';
+import { awaitStreamOpen, connectDataSocket, type DataSocketTarget } from './data-socket';
+import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
+import { runStream } from './streams/tcp-stream';
+
+export const AGENT_VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
+/** After a pooled socket failed to open, wait at least this long before refilling. */
+const POOL_RETRY_MS = 1_000;
+
+export class Agent {
+  private state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' = 'idle';
+  private control: ControlChannel | undefined;
+  private identity: DeviceIdentity | undefined;
+  private target: DataSocketTarget | undefined;
+  private innerContext: tls.SecureContext | undefined;
+  private caX509: X509Certificate | undefined;
+  private readonly abort = new AbortController();
+  private readonly services: ReadonlyMap<string, ServiceConfig>;
+  private readonly pooled = new Set<tls.TLSSocket>();
+  private readonly streams = new Set<tls.TLSSocket>();
+  private poolSize = 0;
+  private poolUntil = 0;
+  private poolOpening = 0;
+  private poolRetryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: { log: Logger; now?: () => number },
+    private readonly config: Readonly<AgentConfig>,
+  ) {
+    this.services = new Map(config.services.map((s) => [s.name, s]));
+  }
+
+  get deviceId(): string | undefined {
+    return this.identity?.deviceId;
+  }
+
+  get isOnline(): boolean {
+    return this.control?.isOnline === true;
+  }
+
+  stats(): { pooled: number; streams: number; reconnects: number } {
+    return { pooled: this.pooled.size, streams: this.streams.size, reconnects: this.control?.reconnects ?? 0 };
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'idle') throw new Error(`agent cannot start in state ${this.state}`);
+    this.state = 'starting';
+    const log = this.deps.log;
+    const relay = parseHostPort(this.config.relay);
+    this.identity = await this.enrollWithRetry(relay);
+    const { keyPem, certPem, caPem, relayCaPem, deviceId } = this.identity;
+    const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, minVersion: 'TLSv1.3' });
+    this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, minVersion: 'TLSv1.3' });
+    this.caX509 = new X509Certificate(caPem);
+    this.target = { host: relay.host, port: relay.port, secureContext: outerContext };
+    const services: ServiceInfo[] = this.config.services.map((s) => ({ name: s.name, type: s.type }));
+    this.control = new ControlChannel(
+      { log: log.child({ component: 'control' }), now: this.now },
+      { host: relay.host, port: relay.port, deviceId, secureContext: outerContext, services, version: AGENT_VERSION, timers: this.config.timers },
+    );
+    this.control.on('command', (cmd) => this.onCommand(cmd));
+    this.control.on('offline', () => this.dropPool());
+    this.control.start();
+    this.state = 'running';
+    log.info({ deviceId, services: services.map((s) => s.name) }, 'agent.started');
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    this.abort.abort();
+    if (this.poolRetryTimer) clearTimeout(this.poolRetryTimer);
+    this.dropPool();
+    await this.control?.stop();
+    // Streams in flight get the close grace to finish, then are cut.
+    const deadline = Date.now() + this.config.timers.closeGraceMs;
+    while (this.streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.streams) s.destroy();
+    this.state = 'stopped';
+    this.deps.log.info('agent.stopped');
+  }
+
+  private readonly now = (): number => (this.deps.now ?? Date.now)();
+
+  /** Enrollment needs the relay; without network at boot keep trying with backoff, never exit. */
+  private async enrollWithRetry(relay: { host: string; port: number }): Promise<DeviceIdentity> {
+    let delay = this.config.timers.backoffBaseMs;
+    for (;;) {
+      try {
+        return await loadOrCreateIdentity(
+          { log: this.deps.log },
+          { stateDir: this.config.stateDir, relay, caFile: this.config.caFile, caFingerprint: this.config.caFingerprint, enrollKey: this.config.enrollKey, name: this.config.name, timeoutMs: this.config.timers.connectTimeoutMs },
+        );
+      } catch (err) {
+        if (!(err instanceof PortwayError) || !err.retryable || this.abort.signal.aborted) throw err;
+        const wait = Math.floor(Math.random() * delay);
+        this.deps.log.warn({ code: err.code, reason: err.message, delayMs: wait }, 'agent.enroll.retry');
+        await new Promise((r) => setTimeout(r, wait));
+        delay = Math.min(delay * 2, this.config.timers.backoffCapMs);
+      }
+    }
+  }
+
+  private onCommand(cmd: DeviceCommand): void {
+    if (cmd.type === 'dial') {
+      this.dial(cmd.token);
+    } else if (cmd.type === 'pool') {
+      this.poolSize = cmd.size;
+      this.poolUntil = this.now() + cmd.ttlMs;
+      this.fillPool();
+    }
+  }
+
+  private dial(token: string): void {
+    const target = this.target;
+    if (!target || this.streams.size >= this.config.maxStreams) return;
+    connectDataSocket(target, { kind: 'dial', token }, this.config.timers.connectTimeoutMs, this.abort.signal).then(
+      (socket) => this.serve(socket),
+      (err: unknown) => this.deps.log.warn({ code: (err as PortwayError).code, reason: (err as Error).message }, 'agent.dial.failed'),
+    );
+  }
+
+  private fillPool(): void {
+    const target = this.target;
+    if (!target || this.state !== 'running' || !this.control?.isOnline || this.poolRetryTimer) return;
+    if (this.now() > this.poolUntil) {
+      this.dropPool();
+      return;
+    }
+    while (this.pooled.size + this.poolOpening < this.poolSize) {
+      this.poolOpening++;
+      connectDataSocket(target, { kind: 'pool' }, this.config.timers.connectTimeoutMs, this.abort.signal).then(
+        (socket) => {
+          this.poolOpening--;
+          this.pooled.add(socket);
+          socket.once('close', () => {
+            if (this.pooled.delete(socket)) this.refillLater();
+          });
+          this.serve(socket);
+        },
+        (err: unknown) => {
+          this.poolOpening--;
+          this.deps.log.debug({ code: (err as PortwayError).code }, 'agent.pool.open_failed');
+          this.refillLater();
+        },
+      );
+    }
+  }
+
+  private refillLater(): void {
+    if (this.poolRetryTimer || this.state !== 'running') return;
+    this.poolRetryTimer = setTimeout(() => {
+      this.poolRetryTimer = undefined;
+      this.fillPool();
+    }, POOL_RETRY_MS);
+    this.poolRetryTimer.unref();
+  }
+
+  private dropPool(): void {
+    this.poolSize = 0;
+    for (const socket of this.pooled) socket.destroy();
+    this.pooled.clear();
+  }
+
+  /** Wait on a data socket for STREAM_OPEN, then run the stream. */
+  private serve(socket: tls.TLSSocket): void {
+    socket.on('error', () => {
+      // The stream (or the pool bookkeeping on 'close') handles it.
+    });
+    const isPooled = this.pooled.has(socket);
+    const timeout = isPooled ? 2 ** 31 - 1 : this.config.timers.streamHandshakeTimeoutMs;
+    awaitStreamOpen(socket, timeout, this.abort.signal).then(
+      (open) => {
+        if (this.pooled.delete(socket)) this.fillPool();
+        this.streams.add(socket);
+        socket.once('close', () => this.streams.delete(socket));
+        const innerContext = this.innerContext as tls.SecureContext;
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services }, socket, open, {
+          serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
+          handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
+          closeGraceMs: this.config.timers.closeGraceMs,
+        }).catch((err: unknown) => this.deps.log.error({ err }, 'agent.stream.failed'));
+      },
+      (err: unknown) => {
+        if (!isPooled) this.deps.log.info({ code: (err as PortwayError).code }, 'agent.data_socket.closed');
+        socket.destroy();
+      },
+    );
+  }
+}

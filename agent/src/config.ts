@@ -1,0 +1,80 @@
+/**
+ * Agent configuration (JSON): one zod schema, defaults beside the fields, unknown keys rejected, every
+ * problem reported at once with its key path. Secrets (enrollKey) are redacted from logs.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { nameSchema, PortwayError } from '../../protocol';
+
+const hostPortString = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be HOST:PORT');
+
+export const tcpServiceSchema = z.object({ name: nameSchema, type: z.literal('tcp'), target: hostPortString }).strict();
+export const serviceSchema = z.discriminatedUnion('type', [tcpServiceSchema]);
+export type ServiceConfig = z.infer<typeof serviceSchema>;
+
+export const agentTimersSchema = z
+  .object({
+    /** MQTT keepalive; a dead link is detected within about 1.5x this. */
+    keepaliveS: z.number().int().min(1).max(1200).default(25),
+    connectTimeoutMs: z.number().int().positive().default(10_000),
+    backoffBaseMs: z.number().int().positive().default(500),
+    backoffCapMs: z.number().int().positive().default(60_000),
+    /** A connection must stay up this long before the backoff resets. */
+    backoffStableMs: z.number().int().positive().default(20_000),
+    serviceConnectTimeoutMs: z.number().int().positive().default(5_000),
+    /** STREAM_OPEN on a dialed socket, and the inner TLS handshake. */
+    streamHandshakeTimeoutMs: z.number().int().positive().default(10_000),
+    closeGraceMs: z.number().int().positive().default(10_000),
+  })
+  .strict();
+
+export const agentConfigSchema = z
+  .object({
+    relay: hostPortString,
+    caFile: z.string().min(1).optional(),
+    caFingerprint: z.string().min(1).optional(),
+    stateDir: z.string().min(1),
+    enrollKey: z.string().min(1).max(256).optional(),
+    name: nameSchema,
+    services: z.array(serviceSchema).max(256).default([]),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    maxStreams: z.number().int().positive().default(256),
+    timers: agentTimersSchema.default(agentTimersSchema.parse({})),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if ((c.caFile === undefined) === (c.caFingerprint === undefined)) ctx.addIssue({ code: 'custom', path: ['caFile'], message: 'exactly one of caFile or caFingerprint is required' });
+    const seen = new Set<string>();
+    c.services.forEach((s, i) => {
+      if (seen.has(s.name)) ctx.addIssue({ code: 'custom', path: ['services', i, 'name'], message: `duplicate service name ${s.name}` });
+      seen.add(s.name);
+    });
+  });
+
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+export type AgentTimers = z.infer<typeof agentTimersSchema>;
+
+export function parseAgentConfig(input: unknown, source = 'config'): Readonly<AgentConfig> {
+  const result = agentConfigSchema.safeParse(input);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new PortwayError('PW_CONFIG_INVALID', `${source}: ${problems}`);
+  }
+  return Object.freeze(result.data);
+}
+
+export function loadAgentConfig(file: string): Readonly<AgentConfig> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new PortwayError('PW_CONFIG_INVALID', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new PortwayError('PW_CONFIG_INVALID', `${file}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  return parseAgentConfig(json, file);
+}

@@ -1,0 +1,52 @@
+/**
+ * Open one data socket to the relay (TLS, ALPN portway-data/1, the device certificate as client
+ * certificate), introduce it with AGENT_HELLO and wait for STREAM_OPEN.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { ALPN_DATA, encodeFrame, encodePreamble, FrameType, MAX_FRAME_BYTES, PortwayError, streamOpenSchema, type AgentHello, type StreamOpen } from '../../protocol';
+import { readFrame } from '../../shared/read-frame';
+import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+
+export interface DataSocketTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly secureContext: tls.SecureContext;
+}
+
+export function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
+  return new Promise<tls.TLSSocket>((resolve, reject) => {
+    const raw = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
+    raw.on('error', () => {
+      // Reported through the TLS socket.
+    });
+    const socket = tls.connect({ socket: raw, secureContext: target.secureContext, servername: isIpLiteral(target.host) ? undefined : target.host, ALPNProtocols: [ALPN_DATA] });
+    const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no data socket within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => fail(new PortwayError('PW_SHUTTING_DOWN'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      socket.destroy();
+      raw.destroy();
+      reject(err);
+    };
+    socket.once('error', (err: NodeJS.ErrnoException) => fail(relayTlsError(err, `${target.host}:${target.port}`)));
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      socket.setKeepAlive(true, 15_000);
+      socket.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.AGENT_HELLO, hello)]));
+      resolve(socket);
+    });
+  });
+}
+
+/** Wait for the relay's STREAM_OPEN (a pooled socket may wait long; a dialed one gets it at once). */
+export async function awaitStreamOpen(socket: tls.TLSSocket, timeoutMs: number, signal: AbortSignal): Promise<StreamOpen> {
+  const frame = await readFrame(socket, { expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES, timeoutMs, signal });
+  if (frame.type !== FrameType.STREAM_OPEN) throw new PortwayError('PW_BAD_FRAME', `expected STREAM_OPEN, got frame type 0x${frame.type.toString(16)}`);
+  const open = streamOpenSchema.safeParse(frame.payload);
+  if (!open.success) throw new PortwayError('PW_BAD_FRAME', 'malformed STREAM_OPEN');
+  return open.data;
+}

@@ -1,0 +1,112 @@
+/**
+ * One stream on the device: a data socket that received STREAM_OPEN becomes the outer layer of the inner
+ * TLS session, the agent being its server. The agent checks the user's certificate against the identity
+ * the relay announced, checks the service against its own allow-list (whatever the relay says), connects
+ * to the local service, reports the outcome in E2E_STATUS (inside the end-to-end session, so the relay can
+ * neither read nor forge it), and pumps bytes.
+ */
+import type { X509Certificate } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
+import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
+import type { Logger } from '../../../shared/logger';
+import { verifyPeerCert } from '../../../shared/peer-cert';
+import { certFingerprint } from '../../../shared/x509';
+import type { ServiceConfig } from '../config';
+
+export interface TcpStreamOptions {
+  readonly serviceConnectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly closeGraceMs: number;
+}
+
+export async function runStream(
+  deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig> },
+  outer: tls.TLSSocket,
+  open: StreamOpen,
+  options: TcpStreamOptions,
+): Promise<PumpResult | undefined> {
+  const log = deps.log.child({ streamId: open.streamId, service: open.service, userId: open.user.id });
+  const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true });
+  inner.on('error', () => {
+    // Handled below: the handshake promise or the pump reports it.
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new PortwayError('PW_HANDSHAKE_TIMEOUT', 'end-to-end handshake timeout')), options.handshakeTimeoutMs);
+      inner.once('secure', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      inner.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', `end-to-end handshake failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+      });
+      inner.once('close', () => {
+        clearTimeout(timer);
+        reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'closed during the end-to-end handshake'));
+      });
+    });
+  } catch (err) {
+    log.info({ code: (err as PortwayError).code, reason: (err as Error).message }, 'agent.stream.refused');
+    inner.destroy();
+    outer.destroy();
+    return undefined;
+  }
+
+  const fail = (error: PortwayError): undefined => {
+    log.info({ code: error.code, reason: error.message }, 'agent.stream.refused');
+    inner.end(encodeFrame(FrameType.E2E_STATUS, error.toWire()));
+    const timer = setTimeout(() => inner.destroy(), options.closeGraceMs);
+    timer.unref();
+    inner.once('close', () => clearTimeout(timer));
+    return undefined;
+  };
+
+  const peer = verifyPeerCert(inner, deps.ca);
+  if (!peer.ok) return fail(new PortwayError('PW_E2E_PEER_MISMATCH', `end-to-end client certificate rejected: ${peer.reason}`));
+  if (certFingerprint(peer.raw) !== open.user.certFingerprint) {
+    return fail(new PortwayError('PW_E2E_PEER_MISMATCH', 'the end-to-end client is not the user the relay announced'));
+  }
+  const service = deps.services.get(open.service);
+  if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));
+
+  let local: net.Socket;
+  try {
+    local = await connectLocal(service.target, options.serviceConnectTimeoutMs);
+  } catch (err) {
+    return fail(err as PortwayError);
+  }
+  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true }));
+  log.info('agent.stream.opened');
+  const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs });
+  log.info({ outcome: result.outcome, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
+  return result;
+}
+
+function connectLocal(target: string, timeoutMs: number): Promise<net.Socket> {
+  const index = target.lastIndexOf(':');
+  const host = target.slice(0, index).replace(/^\[|\]$/g, '');
+  const port = Number(target.slice(index + 1));
+  return new Promise<net.Socket>((resolve, reject) => {
+    const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new PortwayError('PW_SERVICE_UNREACHABLE', `service ${target} did not accept within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    const onError = (err: NodeJS.ErrnoException): void => {
+      clearTimeout(timer);
+      reject(
+        err.code === 'ECONNREFUSED'
+          ? new PortwayError('PW_SERVICE_REFUSED', `connection refused by device service ${target}`)
+          : new PortwayError('PW_SERVICE_UNREACHABLE', `device service ${target} unreachable: ${err.code ?? err.message}`),
+      );
+    };
+    socket.once('error', onError);
+  });
+}

@@ -1,0 +1,179 @@
+#!/usr/bin/env node
+/**
+ * The one `portway` command. Results go to stdout; failures are one line on stderr with their code.
+ * Exit status: 0 success, 1 operational failure, 2 usage error, 78 configuration error (systemd does not
+ * restart-loop on it: RestartPreventExitStatus=78).
+ */
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { PortwayError } from '../protocol';
+
+const VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
+
+function fail(err: unknown): never {
+  if (err instanceof PortwayError) {
+    process.stderr.write(`portway: ${err.code}: ${err.message}\n`);
+    process.exit(err.code === 'PW_CONFIG_INVALID' ? 78 : 1);
+  }
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  process.stderr.write(`portway: PW_INTERNAL: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+}
+
+/** Lazy-load a component so `portway agent` never loads relay code (and its native dependencies). */
+function load<T>(path: string): T {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(path) as T;
+}
+
+function intArg(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number');
+  return Number(value);
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+const program = new Command('portway')
+  .description('Reach TCP services on field devices through a self-hosted relay, end-to-end encrypted.')
+  .version(VERSION)
+  .exitOverride()
+  .showHelpAfterError();
+
+const relay = program.command('relay').description('run and manage a relay server');
+relay
+  .command('serve', { isDefault: true })
+  .description('serve the relay port (TLS; MQTT, data sockets and HTTP API routed by ALPN)')
+  .requiredOption('--data <dir>', 'relay data directory (from "portway relay init")')
+  .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
+  .option('--cert <file>', "operator's own TLS certificate (PEM chain) instead of the relay-issued one")
+  .option('--key <file>', 'key for --cert')
+  .option('--config <file>', 'JSON file with timers and limits (see docs)')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+  .action(async (o: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string }) => {
+    const { relayServe } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
+    await relayServe(o);
+  });
+relay
+  .command('init')
+  .description("create the relay's CA, server certificate and store")
+  .requiredOption('--data <dir>', 'relay data directory to create')
+  .option('--name <host>', 'a DNS name or IP address of the relay (repeatable)', collect, [])
+  .action(async (o: { data: string; name: string[] }) => {
+    const { relayInit } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
+    const fingerprint = await relayInit(o.data, o.name);
+    process.stdout.write(`relay initialised in ${o.data}\nCA fingerprint (SHA-256): ${fingerprint}\n`);
+  });
+relay
+  .command('ca')
+  .description('print the relay CA certificate (PEM)')
+  .requiredOption('--data <dir>', 'relay data directory')
+  .option('--fingerprint', 'print its SHA-256 fingerprint instead')
+  .action(async (o: { data: string; fingerprint?: boolean }) => {
+    const { relayCa } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
+    const ca = await relayCa(o.data);
+    process.stdout.write(o.fingerprint ? `${ca.fingerprint}\n` : ca.pem);
+  });
+relay
+  .command('user')
+  .description('manage users')
+  .command('add <name>')
+  .description('add a user and print an API token for it')
+  .requiredOption('--data <dir>', 'relay data directory')
+  .option('--admin', 'the user may reach every device')
+  .action(async (name: string, o: { data: string; admin?: boolean }) => {
+    const { relayUserAdd } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
+    process.stdout.write(`${await relayUserAdd(o.data, name, o.admin === true)}\n`);
+  });
+relay
+  .command('enroll-key')
+  .description('manage fleet enrollment keys')
+  .command('create')
+  .description('print a new enrollment key for devices')
+  .requiredOption('--data <dir>', 'relay data directory')
+  .option('--uses <n>', 'how many devices may enroll with it', intArg, 1)
+  .option('--expires <duration>', 'lifetime, e.g. 30m, 12h, 7d', '7d')
+  .option('--owner <user>', 'user who will own the enrolled devices (default: admins only)')
+  .action(async (o: { data: string; uses: number; expires: string; owner?: string }) => {
+    const { relayEnrollKeyCreate, parseDuration } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
+    process.stdout.write(`${await relayEnrollKeyCreate(o.data, { uses: o.uses, expiresMs: parseDuration(o.expires), owner: o.owner })}\n`);
+  });
+
+program
+  .command('agent')
+  .description('run the device agent (systemd runs this on the device)')
+  .requiredOption('--config <file>', 'agent JSON config')
+  .action(async (o: { config: string }) => {
+    const { runAgent } = load<typeof import('../agent/src/main.js')>('../agent/src/main');
+    await runAgent(o.config);
+  });
+
+program
+  .command('login')
+  .description('store relay settings, an API token and a user certificate for this machine')
+  .requiredOption('--relay <host:port>', 'relay address')
+  .requiredOption('--token <token>', 'API token from "portway relay user add" (or - to read it from stdin)')
+  .option('--ca <file>', 'relay CA certificate (PEM)')
+  .option('--fingerprint <sha256>', 'SHA-256 fingerprint of the relay CA')
+  .action(async (o: { relay: string; token: string; ca?: string; fingerprint?: string }) => {
+    const { login } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
+    let token = o.token;
+    if (token === '-') token = (await readStdin()).trim();
+    const result = await login({ relay: o.relay, token, caFile: o.ca, fingerprint: o.fingerprint });
+    process.stdout.write(`logged in as ${result.userName}; settings in ${result.dir}\n`);
+  });
+
+program
+  .command('devices')
+  .description('list your devices: name, ID, online, services')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const { listDevices } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
+    const devices: import('../client/src/commands.js').DeviceView[] = await listDevices();
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify(devices, null, 2)}\n`);
+      return;
+    }
+    const rows = [['NAME', 'ID', 'ONLINE', 'SERVICES'], ...devices.map((d) => [d.name, d.id, d.online ? 'yes' : 'no', d.services.map((s) => `${s.name}/${s.type}`).join(',') || '-'])];
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    process.stdout.write(rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+  });
+
+program
+  .command('connect <device> <service>')
+  .description('forward a local port to a device service; one end-to-end stream per connection')
+  .option('-L, --listen <[addr:]port>', 'local address (default 127.0.0.1 and a free port)')
+  .action(async (device: string, service: string, o: { listen?: string }) => {
+    const { connect, parseListen } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
+    const proxy = await connect(
+      { device, service, listen: parseListen(o.listen) },
+      { error: (err, remote) => process.stderr.write(`portway: ${err.code}: ${err.message} (connection from ${remote})\n`) },
+    );
+    process.stdout.write(`listening on ${proxy.address.host}:${proxy.address.port} -> ${device}/${service}\n`);
+    const stop = (): void => {
+      proxy.close().then(() => process.exit(0), () => process.exit(1));
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+
+program
+  .command('pipe <device> <service>')
+  .description("one stream on stdin/stdout, e.g. ssh -o ProxyCommand='portway pipe %h ssh' user@device")
+  .action(async (device: string, service: string) => {
+    const { pipe } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
+    const clean = await pipe({ device, service }, { stdin: process.stdin, stdout: process.stdout });
+    if (!clean) throw new PortwayError('PW_STREAM_ABORTED', 'the stream was cut before a clean end');
+    process.exit(0);
+  });
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    process.stdin.on('data', (c: Buffer) => chunks.push(c));
+    process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    process.stdin.on('error', reject);
+  });
+}
+
+program.parseAsync(process.argv).catch(fail);

@@ -1,0 +1,129 @@
+/** The user-side commands: login, devices, connect (forward proxy) and pipe (stdin/stdout). */
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import { Duplex } from 'node:stream';
+import { PortwayError } from '../../protocol';
+import { pumpE2E } from '../../shared/e2e-pump';
+import { apiRequest } from '../../shared/https-json';
+import { fetchPinnedCa, parseHostPort } from '../../shared/relay-trust';
+import { createCsr, generateKeyPair } from '../../shared/x509';
+import { configDir, KnownDevices, loadSettings, saveSettings } from './settings';
+import { StreamOpener } from './stream-opener';
+
+const API_TIMEOUT_MS = 15_000;
+const STREAM_TIMEOUT_MS = 15_000;
+const CLOSE_GRACE_MS = 10_000;
+
+export interface DeviceView {
+  id: string;
+  name: string;
+  online: boolean;
+  services: { name: string; type: string }[];
+  keyFingerprint: string;
+  version?: string;
+  lastSeenAt?: number;
+}
+
+export async function login(options: { relay: string; token: string; caFile?: string; fingerprint?: string }): Promise<{ userName: string; dir: string }> {
+  const relay = parseHostPort(options.relay);
+  let relayCaPem: string;
+  if (options.caFile) relayCaPem = await fs.readFile(options.caFile, 'utf8');
+  else if (options.fingerprint) relayCaPem = await fetchPinnedCa(relay, options.fingerprint, API_TIMEOUT_MS);
+  else throw new PortwayError('PW_CONFIG_INVALID', 'give --ca FILE or --fingerprint SHA256 so the relay can be verified');
+  const keys = generateKeyPair();
+  const result = await apiRequest<{ userId: string; userName: string; certificate: string; caCertificate: string }>({
+    relay,
+    caPem: relayCaPem,
+    method: 'POST',
+    path: '/v1/login',
+    token: options.token,
+    body: { csr: createCsr({ privateKeyPem: keys.privateKeyPem, commonName: 'portway-user' }) },
+    timeoutMs: API_TIMEOUT_MS,
+  });
+  const dir = configDir();
+  await saveSettings(dir, { relayText: options.relay, userId: result.userId, userName: result.userName, token: options.token, keyPem: keys.privateKeyPem, certPem: result.certificate, caPem: result.caCertificate, relayCaPem });
+  return { userName: result.userName, dir };
+}
+
+export async function listDevices(): Promise<DeviceView[]> {
+  const s = await loadSettings(configDir());
+  const result = await apiRequest<{ devices: DeviceView[] }>({ relay: s.relay, caPem: s.relayCaPem, method: 'GET', path: '/v1/devices', token: s.token, timeoutMs: API_TIMEOUT_MS });
+  return result.devices;
+}
+
+async function opener(device: string, service: string, primed: number): Promise<StreamOpener> {
+  const settings = await loadSettings(configDir());
+  const known = await KnownDevices.load(settings.dir);
+  return new StreamOpener({ settings, known }, { device, service }, { timeoutMs: STREAM_TIMEOUT_MS, primed });
+}
+
+export interface ForwardProxy {
+  readonly address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+/**
+ * `portway connect`: listen locally; each accepted connection gets its own end-to-end stream. The first
+ * stream is opened before listening so a wrong device or service fails at once with its reason.
+ */
+export async function connect(
+  options: { device: string; service: string; listen: { host: string; port: number }; primed?: number },
+  report: { error(err: PortwayError, remote: string): void; stream?(outcome: string): void },
+): Promise<ForwardProxy> {
+  const streams = await opener(options.device, options.service, options.primed ?? 1);
+  const probe = await streams.open();
+  probe.inner.end();
+  probe.raw.destroy();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (local) => {
+    sockets.add(local);
+    local.once('close', () => sockets.delete(local));
+    local.on('error', () => {
+      // The pump reports local failures; before it starts they only end this connection.
+    });
+    local.pause();
+    const remote = `${local.remoteAddress ?? '?'}:${local.remotePort ?? '?'}`;
+    streams.open().then(
+      (stream) => {
+        local.resume();
+        return pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS }).then((r) => report.stream?.(r.outcome));
+      },
+      (err: unknown) => {
+        report.error(err instanceof PortwayError ? err : new PortwayError('PW_INTERNAL', String(err)), remote);
+        local.resetAndDestroy();
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new PortwayError('PW_BAD_REQUEST', `cannot listen on ${options.listen.host}:${options.listen.port}: ${err.code ?? err.message}`)));
+    server.listen(options.listen.port, options.listen.host, () => resolve());
+  });
+  streams.refill();
+  const address = server.address() as net.AddressInfo;
+  return {
+    address: { host: address.address, port: address.port },
+    close: async () => {
+      streams.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** `portway pipe`: one stream on stdin/stdout (for ssh ProxyCommand). Resolves true when it ended cleanly. */
+export async function pipe(options: { device: string; service: string }, stdio: { stdin: NodeJS.ReadableStream; stdout: NodeJS.WritableStream }): Promise<boolean> {
+  const streams = await opener(options.device, options.service, 0);
+  const stream = await streams.open();
+  const local = Duplex.from({ readable: stdio.stdin, writable: stdio.stdout });
+  const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS });
+  return result.outcome === 'complete';
+}
+
+export function parseListen(spec: string | undefined): { host: string; port: number } {
+  if (spec === undefined) return { host: '127.0.0.1', port: 0 };
+  if (/^\d{1,5}$/.test(spec)) return { host: '127.0.0.1', port: Number(spec) };
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(spec);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new PortwayError('PW_BAD_REQUEST', `-L expects [ADDR:]PORT, got ${JSON.stringify(spec).slice(0, 60)}`);
+  return { host: (m[1] ?? m[2]) as string, port };
+}

@@ -1,0 +1,238 @@
+/**
+ * Opens end-to-end streams to a device service through the relay.
+ *
+ * cold:   TLS to the relay (user certificate) -> CLIENT_OPEN -> RELAY_STATUS -> inner TLS -> E2E_STATUS
+ * primed: the same socket opened ahead of time with `prime: true`; the relay answers at once and pairs
+ *         when the inner ClientHello arrives, so a new stream costs only the inner handshake and the data
+ *         round trip. If a primed socket fails before the inner handshake completes (the device went away
+ *         meanwhile), nothing was sent yet, and the stream is retried once on a cold socket, which reports
+ *         the relay's reason.
+ * The inner TLS session pins the device key (known_devices.json) and checks the device ID in its certificate.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import {
+  ALPN_DATA,
+  e2eStatusSchema,
+  encodeFrame,
+  encodePreamble,
+  errorFromWire,
+  FrameType,
+  MAX_FRAME_BYTES,
+  PortwayError,
+  relayStatusSchema,
+  URI_DEVICE_PREFIX,
+} from '../../protocol';
+import { readFrame } from '../../shared/read-frame';
+import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+import { certSpkiFingerprint } from '../../shared/x509';
+import type { ClientSettings, KnownDevices } from './settings';
+
+export interface OpenedStream {
+  readonly inner: tls.TLSSocket;
+  readonly raw: net.Socket;
+  readonly deviceId: string;
+  readonly streamId: string;
+}
+
+export interface StreamOpenerOptions {
+  readonly timeoutMs: number;
+  /** Primed sockets kept ready (0 disables priming). */
+  readonly primed: number;
+}
+
+interface OuterSocket {
+  readonly tls: tls.TLSSocket;
+  readonly raw: net.Socket;
+}
+
+interface PrimedSocket extends OuterSocket {
+  readonly status: { deviceId: string; streamId: string; deviceKey: string };
+}
+
+export class StreamOpener {
+  private readonly outerContext: tls.SecureContext;
+  private readonly innerContext: tls.SecureContext;
+  private readonly ready: PrimedSocket[] = [];
+  private priming = 0;
+  private closed = false;
+  private primeFailures = 0;
+
+  constructor(
+    private readonly deps: { settings: ClientSettings; known: KnownDevices },
+    private readonly target: { device: string; service: string },
+    private readonly options: StreamOpenerOptions,
+  ) {
+    const s = deps.settings;
+    this.outerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.relayCaPem, minVersion: 'TLSv1.3' });
+    this.innerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.caPem, minVersion: 'TLSv1.3' });
+  }
+
+  /** Open one stream; uses a primed socket when one is ready. */
+  async open(): Promise<OpenedStream> {
+    const primed = this.takePrimed();
+    this.refill();
+    if (primed) {
+      try {
+        return await this.finish(primed, primed.status);
+      } catch (err) {
+        if (!(err instanceof PortwayError) || err.code !== 'PW_E2E_HANDSHAKE_FAILED') throw err;
+      }
+    }
+    const outer = await this.connectOuter();
+    const status = await this.sendOpen(outer, false);
+    return this.finish(outer, status);
+  }
+
+  /** Start keeping primed sockets (after the first successful stream, or right away). */
+  refill(): void {
+    if (this.closed || this.primeFailures > 3) return;
+    while (this.ready.length + this.priming < this.options.primed) {
+      this.priming++;
+      this.primeOne().then(
+        (p) => {
+          this.priming--;
+          this.primeFailures = 0;
+          if (this.closed) p.raw.destroy();
+          else this.ready.push(p);
+        },
+        () => {
+          this.priming--;
+          this.primeFailures++;
+        },
+      );
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const p of this.ready.splice(0)) p.raw.destroy();
+  }
+
+  private takePrimed(): PrimedSocket | undefined {
+    while (this.ready.length > 0) {
+      const p = this.ready.shift() as PrimedSocket;
+      if (!p.tls.destroyed && p.tls.readyState === 'open' && p.tls.readableLength === 0) {
+        p.tls.off('readable', onPrimedReadable);
+        return p;
+      }
+      p.raw.destroy();
+    }
+    return undefined;
+  }
+
+  private async primeOne(): Promise<PrimedSocket> {
+    const outer = await this.connectOuter();
+    const status = await this.sendOpen(outer, true);
+    // While it waits, the relay may tell it the device went away: then it is dropped.
+    outer.tls.on('readable', onPrimedReadable);
+    outer.tls.once('close', () => {
+      const i = this.ready.findIndex((p) => p.tls === outer.tls);
+      if (i >= 0) this.ready.splice(i, 1);
+    });
+    return { ...outer, status };
+  }
+
+  private connectOuter(): Promise<OuterSocket> {
+    const { relay, relayText } = this.deps.settings;
+    return new Promise<OuterSocket>((resolve, reject) => {
+      const raw = net.connect({ host: relay.host, port: relay.port, noDelay: true, allowHalfOpen: true });
+      raw.on('error', () => {
+        // Reported through the TLS socket.
+      });
+      const socket = tls.connect({ socket: raw, secureContext: this.outerContext, servername: isIpLiteral(relay.host) ? undefined : relay.host, ALPNProtocols: [ALPN_DATA] });
+      const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no connection to relay ${relayText} within ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        raw.destroy();
+        reject(err);
+      };
+      socket.once('error', (err: NodeJS.ErrnoException) => fail(relayTlsError(err, relayText)));
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        socket.on('error', () => {
+          // From here the stream that owns the socket reports failures.
+        });
+        resolve({ tls: socket, raw });
+      });
+    });
+  }
+
+  private async sendOpen(outer: OuterSocket, prime: boolean): Promise<{ deviceId: string; streamId: string; deviceKey: string }> {
+    outer.tls.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.CLIENT_OPEN, { device: this.target.device, service: this.target.service, prime })]));
+    let frame;
+    try {
+      frame = await readFrame(outer.tls, { expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES, timeoutMs: this.options.timeoutMs });
+    } catch (err) {
+      outer.raw.destroy();
+      throw err;
+    }
+    const status = relayStatusSchema.safeParse(frame.payload);
+    if (frame.type !== FrameType.RELAY_STATUS || !status.success) {
+      outer.raw.destroy();
+      throw new PortwayError('PW_BAD_FRAME', 'relay sent something other than a status frame');
+    }
+    if (!status.data.ok) {
+      outer.raw.destroy();
+      throw errorFromWire(status.data.code, status.data.message);
+    }
+    await this.deps.known.check(status.data.deviceId, status.data.deviceKey).catch((err: unknown) => {
+      outer.raw.destroy();
+      throw err;
+    });
+    return status.data;
+  }
+
+  /** Run the inner TLS session on `outer`, verify the device, and read E2E_STATUS. */
+  private async finish(outer: OuterSocket, status: { deviceId: string; streamId: string }): Promise<OpenedStream> {
+    const pinned = this.deps.known.get(status.deviceId);
+    const inner = tls.connect({
+      socket: outer.tls,
+      secureContext: this.innerContext,
+      servername: undefined,
+      checkServerIdentity: (_host, cert) => {
+        const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
+        if (!uris.includes(`${URI_DEVICE_PREFIX}${status.deviceId}`)) return new PortwayError('PW_E2E_DEVICE_KEY_MISMATCH', 'end-to-end peer is not the device the relay paired');
+        const key = cert.raw ? certSpkiFingerprint(cert.raw) : '';
+        if (pinned !== undefined && key !== pinned) return new PortwayError('PW_E2E_DEVICE_KEY_MISMATCH', `device ${status.deviceId} presented a key other than the pinned one`);
+        return undefined;
+      },
+    });
+    inner.on('error', () => {
+      // Reported by the promise below or the pump.
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'end-to-end handshake timeout')), this.options.timeoutMs);
+        inner.once('secureConnect', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        inner.once('error', (err) => {
+          clearTimeout(timer);
+          reject(err instanceof PortwayError ? err : new PortwayError('PW_E2E_HANDSHAKE_FAILED', `end-to-end handshake failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+        });
+        inner.once('close', () => {
+          clearTimeout(timer);
+          reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'the relay closed the stream during the end-to-end handshake'));
+        });
+      });
+      const frame = await readFrame(inner, { expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES, timeoutMs: this.options.timeoutMs });
+      const e2e = e2eStatusSchema.safeParse(frame.payload);
+      if (frame.type !== FrameType.E2E_STATUS || !e2e.success) throw new PortwayError('PW_BAD_FRAME', 'device sent something other than a status frame');
+      if (!e2e.data.ok) throw errorFromWire(e2e.data.code, e2e.data.message);
+    } catch (err) {
+      inner.destroy();
+      outer.raw.destroy();
+      throw err;
+    }
+    return { inner, raw: outer.raw, deviceId: status.deviceId, streamId: status.streamId };
+  }
+}
+
+function onPrimedReadable(this: tls.TLSSocket): void {
+  // A primed socket only ever receives a failure status (device offline); drop it then.
+  this.destroy();
+}

@@ -1,0 +1,195 @@
+/**
+ * The relay's management API (ALPN http/1.1 on the relay port). JSON in and out; errors are
+ * `{ ok: false, code, message }` with a fitting HTTP status. Users authenticate with `Authorization: Bearer`.
+ *
+ *   POST /v1/enroll      { enrollKey, name, csr }  -> { deviceId, certificate, caCertificate }     (no bearer)
+ *   POST /v1/login       { csr }                   -> { userId, userName, certificate, caCertificate }
+ *   GET  /v1/devices                               -> { devices: DeviceView[] }
+ *   GET  /v1/devices/:nameOrId                     -> DeviceView
+ *   GET  /v1/ca                                    -> CA certificate (PEM)
+ *   GET  /v1/health                                -> { ok: true }
+ */
+import http from 'node:http';
+import { z } from 'zod';
+import { ERRORS, nameSchema, PortwayError, type ErrorCode } from '../../../protocol';
+import type { Logger } from '../../../shared/logger';
+import { parseCsr, spkiFingerprint, certFingerprint } from '../../../shared/x509';
+import type { DeviceRegistry } from '../control/device-registry';
+import type { CertificateAuthority } from '../pki';
+import { newId, type Device, type Store, type User } from '../store';
+import type { Connection } from '../tls-front';
+
+const enrollSchema = z.object({ enrollKey: z.string().min(1).max(256), name: nameSchema, csr: z.string().min(1).max(8192) });
+const loginSchema = z.object({ csr: z.string().min(1).max(8192) });
+
+const STATUS_FOR: Partial<Record<ErrorCode, number>> = {
+  PW_BAD_REQUEST: 400,
+  PW_BAD_CSR: 400,
+  PW_UNAUTHENTICATED: 401,
+  PW_ENROLL_KEY_INVALID: 403,
+  PW_NOT_AUTHORIZED: 403,
+  PW_NOT_FOUND: 404,
+  PW_UNKNOWN_DEVICE: 404,
+  PW_NAME_TAKEN: 409,
+  PW_FRAME_TOO_LARGE: 413,
+  PW_LIMIT_REACHED: 429,
+  PW_SHUTTING_DOWN: 503,
+};
+
+export interface HttpApiOptions {
+  readonly maxBodyBytes: number;
+  readonly requestTimeoutMs: number;
+  readonly deviceCertValidityMs: number;
+  readonly userCertValidityMs: number;
+}
+
+export interface DeviceView {
+  readonly id: string;
+  readonly name: string;
+  readonly online: boolean;
+  readonly services: readonly { name: string; type: string }[];
+  readonly keyFingerprint: string;
+  readonly version?: string;
+  readonly lastSeenAt?: number;
+  readonly owner?: string;
+}
+
+export class HttpApi {
+  private readonly server: http.Server;
+
+  constructor(
+    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry },
+    private readonly options: HttpApiOptions,
+  ) {
+    this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024 }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.fail(res, err));
+    });
+    this.server.on('clientError', (err, socket) => {
+      this.deps.log.info({ code: (err as NodeJS.ErrnoException).code }, 'relay.http.client_error');
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      else socket.destroy();
+    });
+  }
+
+  handleConnection(conn: Connection): void {
+    this.server.emit('connection', conn.tls);
+  }
+
+  stop(): void {
+    this.server.closeAllConnections();
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://relay');
+    const route = `${req.method ?? 'GET'} ${url.pathname}`;
+    if (route === 'GET /v1/health') return this.send(res, 200, { ok: true });
+    if (route === 'GET /v1/ca') {
+      res.writeHead(200, { 'content-type': 'application/x-pem-file' });
+      res.end(this.deps.ca.certPem);
+      return;
+    }
+    if (route === 'POST /v1/enroll') return this.enroll(req, res);
+    const user = await this.authenticate(req);
+    if (route === 'POST /v1/login') return this.login(req, res, user);
+    if (route === 'GET /v1/devices') {
+      const devices = (await this.deps.store.listDevices()).filter((d) => d.revokedAt === undefined && (user.isAdmin || d.ownerUserId === user.id));
+      return this.send(res, 200, { devices: devices.map((d) => this.view(d)) });
+    }
+    const deviceMatch = /^GET \/v1\/devices\/([^/]{1,64})$/.exec(route);
+    if (deviceMatch) {
+      const found = (await this.deps.store.findDevices(decodeURIComponent(deviceMatch[1] as string))).filter((d) => user.isAdmin || d.ownerUserId === user.id);
+      if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE');
+      if (found.length > 1) throw new PortwayError('PW_BAD_REQUEST', 'several devices have this name; use the device ID');
+      return this.send(res, 200, this.view(found[0] as Device));
+    }
+    throw new PortwayError('PW_NOT_FOUND', `no such API route: ${route.slice(0, 100)}`);
+  }
+
+  private view(d: Device): DeviceView {
+    const info = this.deps.registry.info(d.id);
+    return { id: d.id, name: d.name, online: info.online, services: info.services, keyFingerprint: d.keyFingerprint, version: info.version, lastSeenAt: info.lastSeenAt, owner: d.ownerUserId };
+  }
+
+  private async enroll(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = enrollSchema.safeParse(await this.readJson(req));
+    if (!body.success) throw new PortwayError('PW_BAD_REQUEST', describeIssues(body.error));
+    const csr = parseCsr(body.data.csr);
+    const use = await this.deps.store.consumeEnrollKey(body.data.enrollKey);
+    const deviceId = newId('dev');
+    const certificate = this.deps.ca.issueDeviceCert({ deviceId, name: body.data.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs: this.options.deviceCertValidityMs });
+    await this.deps.store.createDevice({
+      id: deviceId,
+      name: body.data.name,
+      ownerUserId: use.ownerUserId,
+      certFingerprint: certFingerprint(certificate),
+      keyFingerprint: spkiFingerprint(csr.publicKeySpkiDer),
+    });
+    this.deps.log.info({ deviceId, keyId: use.keyId }, 'relay.device.enrolled');
+    this.send(res, 200, { deviceId, certificate, caCertificate: this.deps.ca.certPem });
+  }
+
+  private async login(req: http.IncomingMessage, res: http.ServerResponse, user: User): Promise<void> {
+    const body = loginSchema.safeParse(await this.readJson(req));
+    if (!body.success) throw new PortwayError('PW_BAD_REQUEST', describeIssues(body.error));
+    const csr = parseCsr(body.data.csr);
+    const certificate = this.deps.ca.issueUserCert({ userId: user.id, name: user.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs: this.options.userCertValidityMs });
+    await this.deps.store.recordUserCert(user.id, certFingerprint(certificate), spkiFingerprint(csr.publicKeySpkiDer));
+    this.deps.log.info({ userId: user.id }, 'relay.user.certificate_issued');
+    this.send(res, 200, { userId: user.id, userName: user.name, certificate, caCertificate: this.deps.ca.certPem });
+  }
+
+  private async authenticate(req: http.IncomingMessage): Promise<User> {
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
+    const user = match ? await this.deps.store.authenticateToken(match[1] as string) : undefined;
+    if (!user) throw new PortwayError('PW_UNAUTHENTICATED', 'missing or invalid API token');
+    return user;
+  }
+
+  private readJson(req: http.IncomingMessage): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > this.options.maxBodyBytes) {
+          req.destroy();
+          reject(new PortwayError('PW_FRAME_TOO_LARGE', `request body exceeds ${this.options.maxBodyBytes} bytes`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (err) {
+          reject(new PortwayError('PW_BAD_REQUEST', 'request body is not valid JSON', { cause: err }));
+        }
+      });
+      req.on('error', (err) => reject(new PortwayError('PW_BAD_REQUEST', 'request body could not be read', { cause: err })));
+    });
+  }
+
+  private send(res: http.ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private fail(res: http.ServerResponse, err: unknown): void {
+    const error = err instanceof PortwayError ? err : new PortwayError('PW_INTERNAL', 'internal error', { cause: err });
+    if (error.code === 'PW_INTERNAL') this.deps.log.error({ err }, 'relay.http.failed');
+    else this.deps.log.info({ code: error.code, reason: error.message }, 'relay.http.refused');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const status = STATUS_FOR[error.code] ?? (ERRORS[error.code].retryable ? 503 : 400);
+    res.setHeader('connection', 'close');
+    this.send(res, error.code === 'PW_INTERNAL' ? 500 : status, error.toWire());
+  }
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
+}

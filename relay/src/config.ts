@@ -1,0 +1,80 @@
+/**
+ * Relay options: one zod schema, defaults beside each field. The CLI builds the object from flags and an
+ * optional JSON file (`--config FILE`, for timers and limits); the schema rejects unknown keys.
+ */
+import { z } from 'zod';
+import { PortwayError } from '../../protocol';
+
+const hostPort = z.object({ host: z.string().min(1).max(255), port: z.number().int().min(0).max(65535) }).strict();
+
+export const relayTimersSchema = z
+  .object({
+    /** TLS handshake on the relay port, per connection. */
+    tlsHandshakeTimeoutMs: z.number().int().positive().default(10_000),
+    /** First frame on a data socket after the TLS handshake. */
+    firstFrameTimeoutMs: z.number().int().positive().default(10_000),
+    /** A device must open the data socket it was asked for within this time. */
+    dialTimeoutMs: z.number().int().positive().default(10_000),
+    /** A primed client socket waits this long for its first inner bytes. */
+    primedIdleMs: z.number().int().positive().default(60_000),
+    /** How long a device keeps its pool of data sockets after the last request for it. */
+    poolTtlMs: z.number().int().positive().default(120_000),
+    /** After one side of a stream ended, the other gets this long before both are destroyed. */
+    streamCloseGraceMs: z.number().int().positive().default(30_000),
+    /** MQTT CONNECT must arrive within this time. */
+    mqttConnectTimeoutMs: z.number().int().positive().default(10_000),
+    /** HTTP API request deadline (headers and body). */
+    httpRequestTimeoutMs: z.number().int().positive().default(15_000),
+  })
+  .strict();
+
+export const relayLimitsSchema = z
+  .object({
+    maxConnections: z.number().int().positive().default(20_000),
+    maxStreamsPerDevice: z.number().int().positive().default(1024),
+    maxPendingDialsPerDevice: z.number().int().positive().default(256),
+    maxPooledPerDevice: z.number().int().min(0).max(64).default(8),
+    maxPrimedPerUser: z.number().int().min(0).default(64),
+    /** Sockets the relay asks an agent to keep open while users are active on it. */
+    poolSize: z.number().int().min(0).max(16).default(2),
+    maxHttpBodyBytes: z.number().int().positive().default(64 * 1024),
+  })
+  .strict();
+
+export const relayOptionsSchema = z
+  .object({
+    dataDir: z.string().min(1),
+    listen: hostPort.default({ host: '127.0.0.1', port: 8443 }),
+    certFile: z.string().min(1).optional(),
+    keyFile: z.string().min(1).optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Device certificate lifetime. */
+    deviceCertValidityMs: z.number().int().positive().default(90 * 24 * 3600 * 1000),
+    userCertValidityMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
+    timers: relayTimersSchema.default(relayTimersSchema.parse({})),
+    limits: relayLimitsSchema.default(relayLimitsSchema.parse({})),
+  })
+  .strict()
+  .refine((o) => (o.certFile === undefined) === (o.keyFile === undefined), { message: '--cert and --key go together', path: ['certFile'] });
+
+export type RelayOptions = z.infer<typeof relayOptionsSchema>;
+export type RelayTimers = z.infer<typeof relayTimersSchema>;
+export type RelayLimits = z.infer<typeof relayLimitsSchema>;
+
+/** Parse and freeze relay options; every problem is reported at once with its key path. */
+export function parseRelayOptions(input: unknown): Readonly<RelayOptions> {
+  const result = relayOptionsSchema.safeParse(input);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new PortwayError('PW_CONFIG_INVALID', `relay options invalid: ${problems}`);
+  }
+  return deepFreeze(result.data);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

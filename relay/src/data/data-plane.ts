@@ -1,0 +1,284 @@
+/**
+ * The relay's data plane: every TLS connection with ALPN "portway-data/1".
+ *
+ * - A user's forward proxy (user certificate) sends CLIENT_OPEN; the relay authorizes it and answers
+ *   RELAY_STATUS. Unprimed: the relay first gets an agent socket (a pooled one, or asks the device to dial),
+ *   then answers. Primed: it answers at once and pairs when the client's first inner bytes arrive.
+ * - A device's agent (device certificate) sends AGENT_HELLO: an idle pooled socket, or the socket it was
+ *   asked to dial for one stream (one-time token).
+ * - Paired: STREAM_OPEN goes to the agent, then the two sockets are spliced. The relay never parses or
+ *   decrypts what flows after that: it is the inner end-to-end TLS session.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  agentHelloSchema,
+  clientOpenSchema,
+  encodeFrame,
+  FrameType,
+  MAX_PREAUTH_FRAME_BYTES,
+  PortwayError,
+  type ClientOpen,
+  type ErrorCode,
+} from '../../../protocol';
+import type { Logger } from '../../../shared/logger';
+import { readFrame } from '../../../shared/read-frame';
+import type { DeviceRegistry } from '../control/device-registry';
+import type { Device, Store, User } from '../store';
+import type { Connection } from '../tls-front';
+import { AgentSockets } from './agent-sockets';
+import { splice } from './splice';
+
+export interface DataPlaneOptions {
+  readonly firstFrameTimeoutMs: number;
+  readonly dialTimeoutMs: number;
+  readonly primedIdleMs: number;
+  readonly streamCloseGraceMs: number;
+  readonly maxPooledPerDevice: number;
+  readonly maxPendingDialsPerDevice: number;
+  readonly maxStreamsPerDevice: number;
+  readonly maxPrimedPerUser: number;
+}
+
+export interface DataPlaneStats {
+  streamsOpen: number;
+  streamsTotal: number;
+  primed: number;
+  pooled: number;
+  pendingDials: number;
+  rejects: Partial<Record<ErrorCode, number>>;
+}
+
+interface Primed {
+  readonly conn: Connection;
+  readonly userId: string;
+  readonly deviceId: string;
+}
+
+export class DataPlane {
+  private readonly agentSockets: AgentSockets;
+  private readonly streamsPerDevice = new Map<string, number>();
+  private readonly primed = new Set<Primed>();
+  private readonly primedPerUser = new Map<string, number>();
+  private readonly abort = new AbortController();
+  private streamsTotal = 0;
+  private readonly rejects: Partial<Record<ErrorCode, number>> = {};
+  private readonly onOffline = (deviceId: string): void => this.deviceOffline(deviceId);
+
+  constructor(
+    private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry },
+    private readonly options: DataPlaneOptions,
+  ) {
+    this.agentSockets = new AgentSockets(options);
+  }
+
+  start(): void {
+    this.deps.registry.on('offline', this.onOffline);
+  }
+
+  stop(): void {
+    this.abort.abort();
+    this.deps.registry.off('offline', this.onOffline);
+    this.agentSockets.closeAll();
+    for (const p of this.primed) p.conn.raw.destroy();
+  }
+
+  stats(): DataPlaneStats {
+    let streamsOpen = 0;
+    for (const n of this.streamsPerDevice.values()) streamsOpen += n;
+    return {
+      streamsOpen,
+      streamsTotal: this.streamsTotal,
+      primed: this.primed.size,
+      pooled: this.agentSockets.pooledCount(),
+      pendingDials: this.agentSockets.pendingDials,
+      rejects: { ...this.rejects },
+    };
+  }
+
+  handleConnection(conn: Connection): void {
+    conn.tls.on('error', () => {
+      // Every path below ends the connection itself; socket errors only cut it short.
+    });
+    this.accept(conn).catch((err: unknown) => this.refuse(conn, err));
+  }
+
+  private async accept(conn: Connection): Promise<void> {
+    const frame = await readFrame(conn.tls, {
+      expectPreamble: true,
+      maxFrameBytes: MAX_PREAUTH_FRAME_BYTES,
+      timeoutMs: this.options.firstFrameTimeoutMs,
+      signal: this.abort.signal,
+    });
+    if (frame.type === FrameType.CLIENT_OPEN) {
+      const open = clientOpenSchema.safeParse(frame.payload);
+      if (!open.success) throw new PortwayError('PW_BAD_FRAME', 'malformed CLIENT_OPEN');
+      await this.acceptClient(conn, open.data);
+    } else if (frame.type === FrameType.AGENT_HELLO) {
+      const hello = agentHelloSchema.safeParse(frame.payload);
+      if (!hello.success) throw new PortwayError('PW_BAD_FRAME', 'malformed AGENT_HELLO');
+      await this.acceptAgent(conn, hello.data.kind === 'dial' ? hello.data.token : undefined);
+    } else {
+      throw new PortwayError('PW_BAD_FRAME', `frame type 0x${frame.type.toString(16)} cannot open a data socket`);
+    }
+  }
+
+  private async acceptAgent(conn: Connection, token: string | undefined): Promise<void> {
+    const device = await this.authenticateDevice(conn);
+    conn.raw.setKeepAlive(true, 15_000);
+    if (token === undefined) {
+      if (!this.deps.registry.isOnline(device.id)) throw new PortwayError('PW_DEVICE_OFFLINE', 'pooled socket from a device without a control session');
+      if (!this.agentSockets.addPooled(device.id, conn)) throw new PortwayError('PW_LIMIT_REACHED', 'pool of data sockets is full');
+      this.deps.log.debug({ deviceId: device.id }, 'relay.pool.added');
+      return;
+    }
+    if (!this.agentSockets.fulfilDial(device.id, token, conn)) throw new PortwayError('PW_STREAM_TOKEN_INVALID');
+  }
+
+  private async authenticateDevice(conn: Connection): Promise<Device> {
+    if (conn.peer.role === 'none') throw new PortwayError('PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
+    if (conn.peer.role !== 'device' || !conn.peer.id) throw new PortwayError('PW_WRONG_ROLE', 'a user certificate cannot act as a device');
+    const device = await this.deps.store.getDevice(conn.peer.id);
+    if (!device || device.revokedAt !== undefined || device.certFingerprint !== conn.peer.certFingerprint) {
+      throw new PortwayError('PW_UNAUTHENTICATED', 'device unknown, revoked or using a replaced certificate');
+    }
+    return device;
+  }
+
+  private async authenticateUser(conn: Connection): Promise<User> {
+    if (conn.peer.role === 'none') throw new PortwayError('PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
+    if (conn.peer.role !== 'user' || !conn.peer.id || !conn.peer.certFingerprint) throw new PortwayError('PW_WRONG_ROLE', 'a device certificate cannot open streams as a user');
+    const [user, cert] = await Promise.all([this.deps.store.getUser(conn.peer.id), this.deps.store.getUserCert(conn.peer.certFingerprint)]);
+    if (!user || !cert || cert.revokedAt !== undefined || cert.userId !== user.id) throw new PortwayError('PW_UNAUTHENTICATED', 'user unknown or certificate revoked');
+    return user;
+  }
+
+  private async resolveDevice(user: User, open: ClientOpen): Promise<Device> {
+    const found = await this.deps.store.findDevices(open.device);
+    if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(open.device)}`);
+    const visible = found.filter((d) => user.isAdmin || d.ownerUserId === user.id);
+    if (visible.length === 0) throw new PortwayError('PW_NOT_AUTHORIZED', `not authorized to reach ${JSON.stringify(open.device)}`);
+    if (visible.length > 1) throw new PortwayError('PW_BAD_REQUEST', `several devices are named ${JSON.stringify(open.device)}; use the device ID`);
+    const device = visible[0] as Device;
+    if (!this.deps.registry.isOnline(device.id)) throw new PortwayError('PW_DEVICE_OFFLINE', `device ${device.name} is offline`);
+    if (!this.deps.registry.services(device.id).some((s) => s.name === open.service)) {
+      throw new PortwayError('PW_SERVICE_NOT_EXPOSED', `device ${device.name} does not expose a service named ${JSON.stringify(open.service)}`);
+    }
+    return device;
+  }
+
+  private async acceptClient(conn: Connection, open: ClientOpen): Promise<void> {
+    const user = await this.authenticateUser(conn);
+    const device = await this.resolveDevice(user, open);
+    const streamId = randomBytes(8).toString('hex');
+    const ok = encodeFrame(FrameType.RELAY_STATUS, { ok: true, streamId, deviceId: device.id, deviceName: device.name, deviceKey: device.keyFingerprint });
+    const log = this.deps.log.child({ streamId, deviceId: device.id, userId: user.id, service: open.service });
+    this.deps.registry.warmPool(device.id);
+    if (open.prime) {
+      this.trackPrimed(conn, user.id, device.id);
+      conn.tls.write(ok);
+      await this.waitForFirstBytes(conn);
+      this.untrackPrimed(conn);
+      const agent = await this.acquireAgent(device.id).catch((err: unknown) => {
+        // The client already runs its inner TLS: it cannot read a status frame any more; cut it.
+        log.info({ code: err instanceof PortwayError ? err.code : 'PW_INTERNAL' }, 'relay.stream.pair_failed');
+        conn.raw.resetAndDestroy();
+        throw err;
+      });
+      this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
+    } else {
+      const agent = await this.acquireAgent(device.id);
+      if (conn.tls.destroyed) {
+        agent.raw.destroy();
+        return;
+      }
+      conn.tls.write(ok);
+      this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
+    }
+  }
+
+  private trackPrimed(conn: Connection, userId: string, deviceId: string): void {
+    const n = this.primedPerUser.get(userId) ?? 0;
+    if (n >= this.options.maxPrimedPerUser) throw new PortwayError('PW_LIMIT_REACHED', 'too many primed sockets');
+    this.primedPerUser.set(userId, n + 1);
+    this.primed.add({ conn, userId, deviceId });
+  }
+
+  private untrackPrimed(conn: Connection): void {
+    for (const p of this.primed) {
+      if (p.conn !== conn) continue;
+      this.primed.delete(p);
+      const n = (this.primedPerUser.get(p.userId) ?? 1) - 1;
+      if (n <= 0) this.primedPerUser.delete(p.userId);
+      else this.primedPerUser.set(p.userId, n);
+    }
+  }
+
+  private waitForFirstBytes(conn: Connection): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => done(new PortwayError('PW_HANDSHAKE_TIMEOUT', 'primed socket idle too long')), this.options.primedIdleMs);
+      const done = (err?: PortwayError): void => {
+        clearTimeout(timer);
+        conn.tls.off('readable', onReadable);
+        conn.tls.off('close', onClose);
+        if (err) {
+          this.untrackPrimed(conn);
+          reject(err);
+        } else resolve();
+      };
+      const onReadable = (): void => {
+        if (conn.tls.readableLength > 0) done();
+        else if (conn.tls.readableEnded) done(new PortwayError('PW_STREAM_ABORTED', 'primed socket closed'));
+      };
+      const onClose = (): void => done(new PortwayError('PW_STREAM_ABORTED', 'primed socket closed'));
+      conn.tls.on('readable', onReadable);
+      conn.tls.once('close', onClose);
+      onReadable();
+    });
+  }
+
+  private async acquireAgent(deviceId: string): Promise<Connection> {
+    const open = this.streamsPerDevice.get(deviceId) ?? 0;
+    if (open >= this.options.maxStreamsPerDevice) throw new PortwayError('PW_LIMIT_REACHED', 'too many streams on this device');
+    const pooled = this.agentSockets.takePooled(deviceId);
+    if (pooled) return pooled;
+    const { token, socket } = this.agentSockets.expectDial(deviceId);
+    this.deps.registry.requestDial(deviceId, token).catch(() => this.agentSockets.cancelDial(token));
+    return socket;
+  }
+
+  private pair(client: Connection, agent: Connection, s: { streamId: string; deviceId: string; service: string; user: User; log: Logger }): void {
+    const certFingerprint = client.peer.certFingerprint as string;
+    agent.tls.write(encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service: s.service, user: { id: s.user.id, name: s.user.name, certFingerprint } }));
+    this.streamsPerDevice.set(s.deviceId, (this.streamsPerDevice.get(s.deviceId) ?? 0) + 1);
+    this.streamsTotal++;
+    s.log.info('relay.stream.opened');
+    splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs }).then((result) => {
+      const n = (this.streamsPerDevice.get(s.deviceId) ?? 1) - 1;
+      if (n <= 0) this.streamsPerDevice.delete(s.deviceId);
+      else this.streamsPerDevice.set(s.deviceId, n);
+      s.log.info({ outcome: result.outcome, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA }, 'relay.stream.closed');
+    }, (err: unknown) => s.log.error({ err }, 'relay.stream.splice_failed'));
+  }
+
+  private deviceOffline(deviceId: string): void {
+    this.agentSockets.dropDevice(deviceId, new PortwayError('PW_DEVICE_OFFLINE'));
+    for (const p of this.primed) {
+      if (p.deviceId !== deviceId) continue;
+      this.untrackPrimed(p.conn);
+      p.conn.tls.end(encodeFrame(FrameType.RELAY_STATUS, new PortwayError('PW_DEVICE_OFFLINE').toWire()));
+    }
+  }
+
+  private refuse(conn: Connection, err: unknown): void {
+    const error = err instanceof PortwayError ? err : new PortwayError('PW_INTERNAL', 'internal error', { cause: err });
+    this.rejects[error.code] = (this.rejects[error.code] ?? 0) + 1;
+    const level = error.code === 'PW_INTERNAL' ? 'error' : 'info';
+    this.deps.log[level]({ remote: conn.remote, code: error.code, reason: error.message, err: error.code === 'PW_INTERNAL' ? err : undefined }, 'relay.data.refused');
+    if (conn.tls.destroyed) return;
+    // A client still reading frames learns why; everyone else just sees the socket end.
+    conn.tls.end(encodeFrame(FrameType.RELAY_STATUS, error.toWire()));
+    const timer = setTimeout(() => conn.raw.destroy(), 2_000);
+    timer.unref();
+    conn.tls.once('close', () => clearTimeout(timer));
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The relay: one TLS port (data plane, embedded MQTT broker, HTTP API routed by ALPN), the store, the CA,
+ * and the control client that follows device presence over MQTT. Built with `new Relay(deps, options)`;
+ * `start()` listens, `stop()` undoes everything in reverse order.
+ */
+import { randomBytes, X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import { MqttClient } from 'mqtt';
+import type { Logger } from '../../shared/logger';
+import { HttpApi } from './api/http-api';
+import { EmbeddedBroker } from './broker';
+import type { RelayOptions } from './config';
+import { DeviceRegistry } from './control/device-registry';
+import { DataPlane, type DataPlaneStats } from './data/data-plane';
+import { loadCa, loadServerCert, relayFiles } from './data-dir';
+import type { CertificateAuthority } from './pki';
+import { SqliteStore, type Store } from './store';
+import { TlsFront } from './tls-front';
+
+export interface RelayDeps {
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+export class Relay {
+  private state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' = 'idle';
+  private readonly stack: (() => Promise<void> | void)[] = [];
+  private front: TlsFront | undefined;
+  private dataPlane: DataPlane | undefined;
+  private broker: EmbeddedBroker | undefined;
+  private caCert: CertificateAuthority | undefined;
+  private address: { host: string; port: number } | undefined;
+
+  constructor(
+    private readonly deps: RelayDeps,
+    private readonly options: Readonly<RelayOptions>,
+  ) {}
+
+  async start(): Promise<{ host: string; port: number }> {
+    if (this.state !== 'idle') throw new Error(`relay cannot start in state ${this.state}`);
+    this.state = 'starting';
+    const log = this.deps.log;
+    const now = this.deps.now ?? Date.now;
+    const { timers, limits } = this.options;
+    try {
+      const ca = await loadCa(this.options.dataDir);
+      this.caCert = ca;
+      const server = await loadServerCert(this.options.dataDir, this.options.certFile && this.options.keyFile ? { certFile: this.options.certFile, keyFile: this.options.keyFile } : undefined);
+      const store: Store = await SqliteStore.open({ path: relayFiles(this.options.dataDir).db });
+      this.stack.push(() => store.close());
+
+      const broker = new EmbeddedBroker({ log: log.child({ component: 'broker' }) }, { connectTimeoutMs: timers.mqttConnectTimeoutMs, keepaliveMinS: 1 });
+      await broker.start();
+      this.broker = broker;
+      this.stack.push(() => broker.stop());
+
+      const mqtt = new MqttClient(() => broker.connectInternalClient(), {
+        clientId: `portway-relay-${randomBytes(6).toString('hex')}`,
+        protocolVersion: 4,
+        keepalive: 60,
+        reconnectPeriod: 500,
+        clean: true,
+      });
+      mqtt.on('error', (err) => log.warn({ err }, 'relay.control.mqtt_error'));
+      this.stack.push(() => new Promise<void>((resolve) => mqtt.end(true, {}, () => resolve())));
+      await new Promise<void>((resolve, reject) => {
+        mqtt.once('connect', () => resolve());
+        mqtt.once('error', reject);
+      });
+
+      const registry = new DeviceRegistry({ log: log.child({ component: 'registry' }), mqtt, now }, { poolSize: limits.poolSize, poolTtlMs: timers.poolTtlMs, commandTtlMs: timers.dialTimeoutMs });
+      await registry.start();
+      this.stack.push(() => registry.stop());
+
+      const dataPlane = new DataPlane({ log: log.child({ component: 'data' }), store, registry }, { ...timers, ...limits });
+      dataPlane.start();
+      this.dataPlane = dataPlane;
+      this.stack.push(() => dataPlane.stop());
+
+      const api = new HttpApi(
+        { log: log.child({ component: 'api' }), store, ca, registry },
+        { maxBodyBytes: limits.maxHttpBodyBytes, requestTimeoutMs: timers.httpRequestTimeoutMs, deviceCertValidityMs: this.options.deviceCertValidityMs, userCertValidityMs: this.options.userCertValidityMs },
+      );
+      this.stack.push(() => api.stop());
+
+      const secureContext = tls.createSecureContext({ cert: server.certPem, key: server.keyPem, ca: ca.certPem, minVersion: 'TLSv1.3' });
+      const front = new TlsFront(
+        {
+          log: log.child({ component: 'front' }),
+          secureContext,
+          ca: new X509Certificate(ca.certPem),
+          routes: {
+            data: (conn) => dataPlane.handleConnection(conn),
+            http: (conn) => api.handleConnection(conn),
+            mqtt: (conn) => {
+              if (conn.peer.role !== 'device' || !conn.peer.id) {
+                log.info({ remote: conn.remote, code: conn.peer.role === 'none' ? 'PW_CLIENT_CERT_REQUIRED' : 'PW_WRONG_ROLE', reason: conn.peer.certError }, 'relay.connection.rejected');
+                conn.raw.destroy();
+                return;
+              }
+              const deviceId = conn.peer.id;
+              store.getDevice(deviceId).then(
+                (device) => {
+                  if (!device || device.revokedAt !== undefined || device.certFingerprint !== conn.peer.certFingerprint) {
+                    log.info({ remote: conn.remote, deviceId, code: 'PW_UNAUTHENTICATED' }, 'relay.connection.rejected');
+                    conn.raw.destroy();
+                    return;
+                  }
+                  broker.handleConnection(conn.tls, { kind: 'device', deviceId });
+                },
+                (err: unknown) => {
+                  log.error({ err }, 'relay.mqtt.lookup_failed');
+                  conn.raw.destroy();
+                },
+              );
+            },
+          },
+        },
+        { tlsHandshakeTimeoutMs: timers.tlsHandshakeTimeoutMs, maxConnections: limits.maxConnections },
+      );
+      this.front = front;
+      this.stack.push(() => front.stop());
+      this.address = await front.listen(this.options.listen.host, this.options.listen.port);
+      this.state = 'running';
+      log.info({ address: this.address, caFingerprint: ca.fingerprint }, 'relay.started');
+      return this.address;
+    } catch (err) {
+      await this.unwind();
+      this.state = 'stopped';
+      throw err;
+    }
+  }
+
+  get ca(): CertificateAuthority | undefined {
+    return this.caCert;
+  }
+
+  stats(): DataPlaneStats & { connections: number; mqttClients: number } {
+    const data = this.dataPlane?.stats() ?? { streamsOpen: 0, streamsTotal: 0, primed: 0, pooled: 0, pendingDials: 0, rejects: {} };
+    return { ...data, connections: this.front?.connectionCount ?? 0, mqttClients: this.broker?.clientCount ?? 0 };
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    await this.unwind();
+    this.state = 'stopped';
+    this.deps.log.info('relay.stopped');
+  }
+
+  private async unwind(): Promise<void> {
+    while (this.stack.length > 0) {
+      const step = this.stack.pop() as () => Promise<void> | void;
+      try {
+        await step();
+      } catch (err) {
+        this.deps.log.warn({ err }, 'relay.stop.step_failed');
+      }
+    }
+  }
+}

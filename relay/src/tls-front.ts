@@ -1,0 +1,141 @@
+/**
+ * The relay's one port: a TCP listener whose connections are wrapped in TLS per connection (never on the
+ * accept path), with a handshake deadline, then routed by ALPN: data sockets, MQTT, HTTP API.
+ * We wrap the raw socket ourselves (instead of tls.Server) so that teardown can send a TCP RST
+ * (`raw.resetAndDestroy()`), which a TLSSocket cannot do.
+ */
+import type { X509Certificate } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { ALPN_DATA, ALPN_HTTP, ALPN_MQTT, RELAY_ALPNS } from '../../protocol';
+import { verifyPeerCert } from '../../shared/peer-cert';
+import { describeCert } from '../../shared/x509';
+import type { Logger } from '../../shared/logger';
+
+export interface PeerIdentity {
+  /** Role from a client certificate that chains to the relay CA; 'none' when absent or not valid. */
+  readonly role: 'device' | 'user' | 'none';
+  readonly id?: string;
+  readonly certFingerprint?: string;
+  readonly keyFingerprint?: string;
+  /** Why a presented certificate was not accepted (for logs). */
+  readonly certError?: string;
+}
+
+export interface Connection {
+  readonly tls: tls.TLSSocket;
+  readonly raw: net.Socket;
+  readonly peer: PeerIdentity;
+  readonly remote: string;
+}
+
+export interface TlsFrontRoutes {
+  data(conn: Connection): void;
+  mqtt(conn: Connection): void;
+  http(conn: Connection): void;
+}
+
+export interface TlsFrontOptions {
+  readonly tlsHandshakeTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+export class TlsFront {
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+  private state: 'idle' | 'listening' | 'closed' = 'idle';
+
+  constructor(
+    private readonly deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; routes: TlsFrontRoutes; onReject?: (reason: string) => void },
+    private readonly options: TlsFrontOptions,
+  ) {}
+
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true }, (raw) => this.handleConnection(raw));
+    server.maxConnections = this.options.maxConnections;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.deps.log.error({ err }, 'relay.listener.error'));
+    this.state = 'listening';
+    const address = server.address() as net.AddressInfo;
+    return { host: address.address, port: address.port };
+  }
+
+  /** Entry for one raw TCP connection (the listener, and tests). */
+  handleConnection(raw: net.Socket): void {
+    const remote = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
+    raw.on('error', () => {
+      // Reported through the TLS socket or the route that owns it; a raw error alone just ends the connection.
+    });
+    if (this.state === 'closed') {
+      raw.destroy();
+      return;
+    }
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 30_000);
+    this.sockets.add(raw);
+    raw.once('close', () => this.sockets.delete(raw));
+    const socket = new tls.TLSSocket(raw, {
+      isServer: true,
+      secureContext: this.deps.secureContext,
+      requestCert: true,
+      rejectUnauthorized: false,
+      ALPNProtocols: [...RELAY_ALPNS],
+    });
+    const timer = setTimeout(() => reject('PW_HANDSHAKE_TIMEOUT', 'TLS handshake timeout'), this.options.tlsHandshakeTimeoutMs);
+    const reject = (code: string, reason: string): void => {
+      clearTimeout(timer);
+      this.deps.log.info({ remote, code, reason }, 'relay.connection.rejected');
+      this.deps.onReject?.(code);
+      raw.destroy();
+      socket.destroy();
+    };
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // After the handshake the route that took the connection owns its errors.
+      if (!handshakeDone) reject(err.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL' ? 'PW_UNKNOWN_ALPN' : 'PW_BAD_PREAMBLE', `TLS handshake failed: ${err.code ?? err.message}`);
+    });
+    let handshakeDone = false;
+    socket.once('secure', () => {
+      handshakeDone = true;
+      clearTimeout(timer);
+      const alpn = socket.alpnProtocol;
+      const conn: Connection = { tls: socket, raw, peer: identify(socket, this.deps.ca), remote };
+      if (alpn === ALPN_DATA) this.deps.routes.data(conn);
+      else if (alpn === ALPN_MQTT) this.deps.routes.mqtt(conn);
+      else if (alpn === ALPN_HTTP) this.deps.routes.http(conn);
+      else reject('PW_UNKNOWN_ALPN', 'TLS connection without a supported ALPN protocol');
+    });
+  }
+
+  get connectionCount(): number {
+    return this.sockets.size;
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    const server = this.server;
+    for (const raw of this.sockets) raw.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+function identify(socket: tls.TLSSocket, ca: X509Certificate): PeerIdentity {
+  const verified = verifyPeerCert(socket, ca);
+  if (!verified.ok) return { role: 'none', certError: verified.reason };
+  try {
+    const description = describeCert(verified.raw);
+    if ((description.role === 'device' || description.role === 'user') && description.id) {
+      return { role: description.role, id: description.id, certFingerprint: description.fingerprint, keyFingerprint: description.spkiFingerprint };
+    }
+    return { role: 'none', certError: `certificate role ${description.role} cannot connect here` };
+  } catch (err) {
+    return { role: 'none', certError: `unreadable certificate: ${(err as Error).message}` };
+  }
+}

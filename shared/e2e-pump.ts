@@ -1,0 +1,148 @@
+/**
+ * Moves service bytes between a local connection and the inner (end-to-end) TLS session, on both the agent
+ * and the forward proxy, using the chunk framing of protocol/e2e-frames.ts.
+ *
+ * - Backpressure: a write that returns false pauses the other side until 'drain'.
+ * - Half-close: local EOF becomes a FIN frame; a received FIN ends the local write side.
+ * - Abort: if the inner session ends or fails before its FIN arrived, or the local side fails, the other
+ *   side is reset (RST for sockets), never ended cleanly, so an application never mistakes a cut stream
+ *   for a complete one.
+ */
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { ChunkDecoder, encodeChunkHeader, encodeFin, MAX_E2E_CHUNK_BYTES, PortwayError, type ChunkEvent } from '../protocol';
+
+export interface PumpResult {
+  readonly outcome: 'complete' | 'aborted';
+  readonly reason?: string;
+  readonly bytesToLocal: number;
+  readonly bytesFromLocal: number;
+}
+
+export interface PumpOptions {
+  /** After both FINs, how long to wait for the peer to close the inner session before destroying it. */
+  readonly closeGraceMs: number;
+}
+
+export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Promise<PumpResult> {
+  return new Promise<PumpResult>((resolve) => {
+    const decoder = new ChunkDecoder();
+    let bytesToLocal = 0;
+    let bytesFromLocal = 0;
+    let sentFin = false;
+    let gotFin = false;
+    let settled = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+
+    const cleanup = (): void => {
+      local.off('data', onLocalData);
+      local.off('end', onLocalEnd);
+      local.off('error', onLocalError);
+      local.off('close', onLocalClose);
+      local.off('drain', onLocalDrain);
+      inner.off('data', onInnerData);
+      inner.off('drain', onInnerDrain);
+      inner.off('end', onInnerEnd);
+      inner.off('close', onInnerClose);
+      inner.off('error', onInnerError);
+      // Late errors after we are done must not become uncaught exceptions.
+      local.on('error', ignoreLateError);
+      inner.on('error', ignoreLateError);
+    };
+    const settle = (outcome: PumpResult['outcome'], reason?: string): void => {
+      if (settled) return;
+      settled = true;
+      if (graceTimer) clearTimeout(graceTimer);
+      cleanup();
+      resolve({ outcome, reason, bytesToLocal, bytesFromLocal });
+    };
+    const abort = (reason: string): void => {
+      if (settled) return;
+      if (local instanceof Socket) {
+        if (!local.destroyed) local.resetAndDestroy();
+      } else {
+        local.destroy(new PortwayError('PW_STREAM_ABORTED', reason));
+      }
+      inner.destroy();
+      settle('aborted', reason);
+    };
+    const maybeFinish = (): void => {
+      if (!(sentFin && gotFin) || graceTimer) return;
+      inner.end();
+      graceTimer = setTimeout(() => {
+        inner.destroy();
+        settle('complete');
+      }, options.closeGraceMs);
+      graceTimer.unref();
+    };
+
+    const onLocalData = (chunk: Buffer): void => {
+      bytesFromLocal += chunk.length;
+      let ok = true;
+      inner.cork();
+      for (let offset = 0; offset < chunk.length; offset += MAX_E2E_CHUNK_BYTES) {
+        const piece = chunk.length <= MAX_E2E_CHUNK_BYTES ? chunk : chunk.subarray(offset, offset + MAX_E2E_CHUNK_BYTES);
+        inner.write(encodeChunkHeader(piece.length));
+        ok = inner.write(piece);
+      }
+      inner.uncork();
+      if (!ok) local.pause();
+    };
+    const onInnerDrain = (): void => {
+      if (!sentFin) local.resume();
+    };
+    const onLocalEnd = (): void => {
+      sentFin = true;
+      inner.write(encodeFin());
+      maybeFinish();
+    };
+    const onLocalError = (err: Error): void => abort(`local connection failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+    const onLocalClose = (): void => {
+      // A local socket that closes without having sent its EOF was cut (reset or destroyed).
+      if (!sentFin) abort('local connection closed without EOF');
+      else if (!gotFin) abort('local connection closed before the peer finished');
+    };
+
+    const onChunkEvent = (event: ChunkEvent): void => {
+      if (event.kind === 'data') {
+        bytesToLocal += event.data.length;
+        if (!local.write(event.data)) inner.pause();
+      } else if (event.kind === 'fin') {
+        gotFin = true;
+        local.end();
+        maybeFinish();
+      } else {
+        abort(`bad end-to-end framing: ${event.reason}`);
+      }
+    };
+    const onInnerData = (data: Buffer): void => {
+      decoder.push(data, onChunkEvent);
+    };
+    const onLocalDrain = (): void => {
+      if (!gotFin) inner.resume();
+    };
+    const onInnerEnd = (): void => {
+      if (!gotFin) abort('end-to-end session ended before the peer finished its stream');
+    };
+    const onInnerClose = (): void => {
+      if (sentFin && gotFin) settle('complete');
+      else abort('end-to-end session closed before both directions finished');
+    };
+    const onInnerError = (err: Error): void => abort(`end-to-end session failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+
+    local.on('data', onLocalData);
+    local.on('end', onLocalEnd);
+    local.on('error', onLocalError);
+    local.on('close', onLocalClose);
+    local.on('drain', onLocalDrain);
+    inner.on('data', onInnerData);
+    inner.on('drain', onInnerDrain);
+    inner.on('end', onInnerEnd);
+    inner.on('close', onInnerClose);
+    inner.on('error', onInnerError);
+  });
+}
+
+function ignoreLateError(): void {
+  // Errors after the pump settled: the stream's outcome is already decided and reported.
+}
