@@ -13,3 +13,4 @@ export * from './sshd';
 export * from './pseudo-random-bytes';
 export * from './ports';
 export * from './temp-dir';
+export * from './portway-cluster';

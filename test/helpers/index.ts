@@ -9,3 +9,4 @@ export * from './echo-server';
 export * from './http-server';
 export * from './sshd';
 export * from './fault-proxy';
+export * from './cluster';
