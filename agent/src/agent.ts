@@ -12,6 +12,7 @@ import { ControlChannel } from './control/control-channel';
 import { awaitStreamOpen, connectDataSocket, type DataSocketTarget } from './data-socket';
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
 import { runStream } from './streams/tcp-stream';
+import { tlsCipherOptions } from '../../shared/tls-profile';
 
 export const AGENT_VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
 /** After a pooled socket failed to open, wait at least this long before refilling. */
@@ -59,8 +60,8 @@ export class Agent {
     const relay = parseHostPort(this.config.relay);
     this.identity = await this.enrollWithRetry(relay);
     const { keyPem, certPem, caPem, relayCaPem, deviceId } = this.identity;
-    const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, minVersion: 'TLSv1.3' });
-    this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, minVersion: 'TLSv1.3' });
+    const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
+    this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
     this.caX509 = new X509Certificate(caPem);
     this.target = { host: relay.host, port: relay.port, secureContext: outerContext };
     const services: ServiceInfo[] = this.config.services.map((s) => ({ name: s.name, type: s.type }));
@@ -181,7 +182,9 @@ export class Agent {
     const timeout = isPooled ? 2 ** 31 - 1 : this.config.timers.streamHandshakeTimeoutMs;
     awaitStreamOpen(socket, timeout, this.abort.signal).then(
       (open) => {
-        if (this.pooled.delete(socket)) this.fillPool();
+        // The replacement pooled socket is opened after this stream's handshake, not during it: both
+        // handshakes would compete for the same CPU and delay the stream the user is waiting for.
+        const wasPooled = this.pooled.delete(socket);
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
@@ -189,6 +192,8 @@ export class Agent {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,
+        }, () => {
+          if (wasPooled) this.fillPool();
         }).catch((err: unknown) => this.deps.log.error({ err }, 'agent.stream.failed'));
       },
       (err: unknown) => {

@@ -27,6 +27,7 @@ import { readFrame } from '../../shared/read-frame';
 import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
 import { certSpkiFingerprint } from '../../shared/x509';
 import type { ClientSettings, KnownDevices } from './settings';
+import { tlsCipherOptions } from '../../shared/tls-profile';
 
 export interface OpenedStream {
   readonly inner: tls.TLSSocket;
@@ -64,8 +65,8 @@ export class StreamOpener {
     private readonly options: StreamOpenerOptions,
   ) {
     const s = deps.settings;
-    this.outerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.relayCaPem, minVersion: 'TLSv1.3' });
-    this.innerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.caPem, minVersion: 'TLSv1.3' });
+    this.outerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.relayCaPem, ...tlsCipherOptions() });
+    this.innerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.caPem, ...tlsCipherOptions() });
   }
 
   /** Open one stream; uses a primed socket when one is ready. */

@@ -16,6 +16,7 @@ import { loadCa, loadServerCert, relayFiles } from './data-dir';
 import type { CertificateAuthority } from './pki';
 import { SqliteStore, type Store } from './store';
 import { TlsFront } from './tls-front';
+import { tlsCipherOptions } from '../../shared/tls-profile';
 
 export interface RelayDeps {
   readonly log: Logger;
@@ -83,7 +84,7 @@ export class Relay {
       );
       this.stack.push(() => api.stop());
 
-      const secureContext = tls.createSecureContext({ cert: server.certPem, key: server.keyPem, ca: ca.certPem, minVersion: 'TLSv1.3' });
+      const secureContext = tls.createSecureContext({ cert: server.certPem, key: server.keyPem, ca: ca.certPem, ...tlsCipherOptions() });
       const front = new TlsFront(
         {
           log: log.child({ component: 'front' }),

@@ -26,8 +26,10 @@ export async function runStream(
   outer: tls.TLSSocket,
   open: StreamOpen,
   options: TcpStreamOptions,
+  onHandshakeDone: () => void = () => undefined,
 ): Promise<PumpResult | undefined> {
   const log = deps.log.child({ streamId: open.streamId, service: open.service, userId: open.user.id });
+  log.debug({ buffered: outer.readableLength }, 'agent.stream.open_received');
   const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true });
   inner.on('error', () => {
     // Handled below: the handshake promise or the pump reports it.
@@ -55,6 +57,8 @@ export async function runStream(
     return undefined;
   }
 
+  log.debug('agent.stream.handshake_done');
+  onHandshakeDone();
   const fail = (error: PortwayError): undefined => {
     log.info({ code: error.code, reason: error.message }, 'agent.stream.refused');
     inner.end(encodeFrame(FrameType.E2E_STATUS, error.toWire()));
