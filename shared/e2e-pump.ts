@@ -10,23 +10,45 @@
  */
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ChunkDecoder, encodeChunkHeader, encodeFin, MAX_E2E_CHUNK_BYTES, PortwayError, type ChunkEvent } from '../protocol';
+import {
+  ChunkDecoder,
+  e2eStatusSchema,
+  encodeChunkHeader,
+  encodeFin,
+  errorFromWire,
+  FrameDecoder,
+  FrameType,
+  MAX_E2E_CHUNK_BYTES,
+  MAX_FRAME_BYTES,
+  PortwayError,
+  type ChunkEvent,
+} from '../protocol';
 
 export interface PumpResult {
   readonly outcome: 'complete' | 'aborted';
   readonly reason?: string;
   readonly bytesToLocal: number;
   readonly bytesFromLocal: number;
+  /** Set when the peer refused the stream in its E2E_STATUS (with `expectStatus`). */
+  readonly error?: PortwayError;
 }
 
 export interface PumpOptions {
   /** After both FINs, how long to wait for the peer to close the inner session before destroying it. */
   readonly closeGraceMs: number;
+  /**
+   * The forward proxy's side: the device's E2E_STATUS frame has not been read yet. Local bytes are sent
+   * at once (pipelined with the status, saving a round trip); the status is read before any service byte
+   * is passed on, and a refusal resets the local connection and is reported in the result.
+   */
+  readonly expectStatus?: boolean;
 }
 
 export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Promise<PumpResult> {
   return new Promise<PumpResult>((resolve) => {
     const decoder = new ChunkDecoder();
+    let statusDecoder = options.expectStatus ? new FrameDecoder({ expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES }) : undefined;
+    let refusal: PortwayError | undefined;
     let bytesToLocal = 0;
     let bytesFromLocal = 0;
     let sentFin = false;
@@ -54,7 +76,7 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       settled = true;
       if (graceTimer) clearTimeout(graceTimer);
       cleanup();
-      resolve({ outcome, reason, bytesToLocal, bytesFromLocal });
+      resolve({ outcome, reason, bytesToLocal, bytesFromLocal, error: refusal });
     };
     const abort = (reason: string): void => {
       if (settled) return;
@@ -116,6 +138,27 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       }
     };
     const onInnerData = (data: Buffer): void => {
+      if (statusDecoder) {
+        const result = statusDecoder.push(data);
+        if (result.kind === 'need-more') return;
+        statusDecoder = undefined;
+        if (result.kind === 'error') {
+          abort(`bad status frame: ${result.error.message}`);
+          return;
+        }
+        const status = e2eStatusSchema.safeParse(result.frame.payload);
+        if (result.frame.type !== FrameType.E2E_STATUS || !status.success) {
+          abort('device sent something other than a status frame');
+          return;
+        }
+        if (!status.data.ok) {
+          refusal = errorFromWire(status.data.code, status.data.message);
+          abort(refusal.message);
+          return;
+        }
+        if (result.rest.length === 0) return;
+        data = result.rest;
+      }
       decoder.push(data, onChunkEvent);
     };
     const onLocalDrain = (): void => {

@@ -83,10 +83,13 @@ export async function connect(
     });
     local.pause();
     const remote = `${local.remoteAddress ?? '?'}:${local.remotePort ?? '?'}`;
-    streams.open().then(
+    streams.open({ awaitStatus: false }).then(
       (stream) => {
         local.resume();
-        return pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS }).then((r) => report.stream?.(r.outcome));
+        return pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, expectStatus: true }).then((r) => {
+          if (r.error) report.error(r.error, remote);
+          report.stream?.(r.outcome);
+        });
       },
       (err: unknown) => {
         report.error(err instanceof PortwayError ? err : new PortwayError('PW_INTERNAL', String(err)), remote);

@@ -69,20 +69,24 @@ export class StreamOpener {
     this.innerContext = tls.createSecureContext({ key: s.keyPem, cert: s.certPem, ca: s.caPem, ...tlsCipherOptions() });
   }
 
-  /** Open one stream; uses a primed socket when one is ready. */
-  async open(): Promise<OpenedStream> {
+  /**
+   * Open one stream; uses a primed socket when one is ready. With `awaitStatus: false` it resolves right
+   * after the end-to-end handshake and the caller reads the device's E2E_STATUS (pumpE2E's expectStatus),
+   * so the first request travels with the status instead of after it.
+   */
+  async open(options: { awaitStatus: boolean } = { awaitStatus: true }): Promise<OpenedStream> {
     const primed = this.takePrimed();
     this.refill();
     if (primed) {
       try {
-        return await this.finish(primed, primed.status);
+        return await this.finish(primed, primed.status, options.awaitStatus);
       } catch (err) {
         if (!(err instanceof PortwayError) || err.code !== 'PW_E2E_HANDSHAKE_FAILED') throw err;
       }
     }
     const outer = await this.connectOuter();
     const status = await this.sendOpen(outer, false);
-    return this.finish(outer, status);
+    return this.finish(outer, status, options.awaitStatus);
   }
 
   /** Start keeping primed sockets (after the first successful stream, or right away). */
@@ -187,7 +191,7 @@ export class StreamOpener {
   }
 
   /** Run the inner TLS session on `outer`, verify the device, and read E2E_STATUS. */
-  private async finish(outer: OuterSocket, status: { deviceId: string; streamId: string }): Promise<OpenedStream> {
+  private async finish(outer: OuterSocket, status: { deviceId: string; streamId: string }, awaitStatus: boolean): Promise<OpenedStream> {
     const pinned = this.deps.known.get(status.deviceId);
     const inner = tls.connect({
       socket: outer.tls,
@@ -220,6 +224,7 @@ export class StreamOpener {
           reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'the relay closed the stream during the end-to-end handshake'));
         });
       });
+      if (!awaitStatus) return { inner, raw: outer.raw, deviceId: status.deviceId, streamId: status.streamId };
       const frame = await readFrame(inner, { expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES, timeoutMs: this.options.timeoutMs });
       const e2e = e2eStatusSchema.safeParse(frame.payload);
       if (frame.type !== FrameType.E2E_STATUS || !e2e.success) throw new PortwayError('PW_BAD_FRAME', 'device sent something other than a status frame');

@@ -50,7 +50,7 @@ export class Relay {
       const store: Store = await SqliteStore.open({ path: relayFiles(this.options.dataDir).db });
       this.stack.push(() => store.close());
 
-      const broker = new EmbeddedBroker({ log: log.child({ component: 'broker' }) }, { connectTimeoutMs: timers.mqttConnectTimeoutMs, keepaliveMinS: 1 });
+      const broker = new EmbeddedBroker({ log }, { connectTimeoutMs: timers.mqttConnectTimeoutMs, keepaliveMinS: 1 });
       await broker.start();
       this.broker = broker;
       this.stack.push(() => broker.stop());
