@@ -8,6 +8,8 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { PortwayError } from '../protocol';
 
 const VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
+/** `portway pipe` after SIGHUP: how long the stream may take to finish closing before the process exits. */
+const PIPE_HANGUP_GRACE_MS = 10_000;
 
 function fail(err: unknown): never {
   if (err instanceof PortwayError) {
@@ -162,6 +164,13 @@ program
   .description("one stream on stdin/stdout, e.g. ssh -o ProxyCommand='portway pipe %h ssh' user@device")
   .action(async (device: string, service: string) => {
     const { pipe } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
+    // ssh closes its pipes to the ProxyCommand and then sends it SIGHUP. Dying on that signal would cut every
+    // stream mid-close (the agent resets the service, relay and agent log it as aborted). stdin's EOF is
+    // already on its way, so the first hangup lets the stream finish its orderly close, within a bound; a
+    // second hangup kills as usual.
+    process.once('SIGHUP', () => {
+      setTimeout(() => fail(new PortwayError('PW_STREAM_ABORTED', 'hung up, and the stream did not finish closing in time')), PIPE_HANGUP_GRACE_MS).unref();
+    });
     const clean = await pipe({ device, service }, { stdin: process.stdin, stdout: process.stdout });
     if (!clean) throw new PortwayError('PW_STREAM_ABORTED', 'the stream was cut before a clean end');
     process.exit(0);
