@@ -52,7 +52,8 @@ relay
   .option('--key <file>', 'key for --cert')
   .option('--config <file>', 'JSON file with timers and limits (see docs)')
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
-  .action(async (o: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string }) => {
+  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address')
+  .action(async (o: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }) => {
     const { relayServe } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
     await relayServe(o);
   });

@@ -45,6 +45,8 @@ export const relayOptionsSchema = z
   .object({
     dataDir: z.string().min(1),
     listen: hostPort.default({ host: '127.0.0.1', port: 8443 }),
+    /** Loopback address for the Prometheus metrics endpoint; off when absent. */
+    metricsListen: hostPort.optional(),
     certFile: z.string().min(1).optional(),
     keyFile: z.string().min(1).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

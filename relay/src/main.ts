@@ -55,7 +55,7 @@ export function relayEnrollKeyCreate(dataDir: string, options: { uses: number; e
   });
 }
 
-export async function relayServe(flags: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string }): Promise<Relay> {
+export async function relayServe(flags: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
   let fromFile: Record<string, unknown> = {};
   if (flags.config) {
     try {
@@ -68,6 +68,7 @@ export async function relayServe(flags: { data: string; listen: string; cert?: s
     ...fromFile,
     dataDir: flags.data,
     listen: parseHostPort(flags.listen),
+    ...(flags.metrics ? { metricsListen: parseHostPort(flags.metrics) } : {}),
     certFile: flags.cert,
     keyFile: flags.key,
     ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),

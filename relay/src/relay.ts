@@ -13,6 +13,7 @@ import type { RelayOptions } from './config';
 import { DeviceRegistry } from './control/device-registry';
 import { DataPlane, type DataPlaneStats } from './data/data-plane';
 import { loadCa, loadServerCert, relayFiles } from './data-dir';
+import { RelayMetrics } from './metrics';
 import type { CertificateAuthority } from './pki';
 import { SqliteStore, type Store } from './store';
 import { TlsFront } from './tls-front';
@@ -31,6 +32,7 @@ export class Relay {
   private broker: EmbeddedBroker | undefined;
   private caCert: CertificateAuthority | undefined;
   private address: { host: string; port: number } | undefined;
+  private metricsAt: { host: string; port: number } | undefined;
 
   constructor(
     private readonly deps: RelayDeps,
@@ -122,14 +124,25 @@ export class Relay {
       this.front = front;
       this.stack.push(() => front.stop());
       this.address = await front.listen(this.options.listen.host, this.options.listen.port);
+      let metricsAddress: { host: string; port: number } | undefined;
+      if (this.options.metricsListen) {
+        const metrics = new RelayMetrics(this);
+        this.stack.push(() => metrics.stop());
+        metricsAddress = await metrics.listen(this.options.metricsListen.host, this.options.metricsListen.port);
+        this.metricsAt = metricsAddress;
+      }
       this.state = 'running';
-      log.info({ address: this.address, caFingerprint: ca.fingerprint }, 'relay.started');
+      log.info({ address: this.address, metrics: metricsAddress, caFingerprint: ca.fingerprint }, 'relay.started');
       return this.address;
     } catch (err) {
       await this.unwind();
       this.state = 'stopped';
       throw err;
     }
+  }
+
+  get metricsAddress(): { host: string; port: number } | undefined {
+    return this.metricsAt;
   }
 
   get ca(): CertificateAuthority | undefined {

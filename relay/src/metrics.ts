@@ -1,0 +1,85 @@
+/**
+ * The relay's metrics endpoint (Prometheus text format, prom-client). It listens only on a loopback
+ * address: metrics reveal fleet size and activity, and the endpoint has no authentication.
+ * Gauges are read from the live components at scrape time, so they cannot drift from the truth.
+ */
+import http from 'node:http';
+import { isIP } from 'node:net';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { PortwayError } from '../../protocol';
+import type { DataPlaneStats } from './data/data-plane';
+
+export interface MetricsSource {
+  stats(): DataPlaneStats & { connections: number; mqttClients: number };
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+export class RelayMetrics {
+  readonly registry = new Registry();
+  private server: http.Server | undefined;
+
+  constructor(source: MetricsSource) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'portway_relay_' });
+    const gauge = (name: string, help: string, pick: (s: ReturnType<MetricsSource['stats']>) => number): void => {
+      new Gauge({ name, help, registers: [this.registry], collect() { this.set(pick(source.stats())); } });
+    };
+    gauge('portway_relay_connections', 'TCP connections on the relay port', (s) => s.connections);
+    gauge('portway_relay_mqtt_clients', 'MQTT sessions (devices plus the relay itself)', (s) => s.mqttClients);
+    gauge('portway_relay_streams_open', 'paired streams', (s) => s.streamsOpen);
+    gauge('portway_relay_streams_primed', 'primed client sockets waiting', (s) => s.primed);
+    gauge('portway_relay_agent_sockets_pooled', 'idle pooled agent data sockets', (s) => s.pooled);
+    gauge('portway_relay_dials_pending', 'streams waiting for a dialed agent socket', (s) => s.pendingDials);
+    new Counter({
+      name: 'portway_relay_streams_total',
+      help: 'streams paired since start',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(source.stats().streamsTotal);
+      },
+    });
+    new Counter({
+      name: 'portway_relay_rejects_total',
+      help: 'data sockets refused, by error code',
+      labelNames: ['code'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(source.stats().rejects)) this.inc({ code }, n ?? 0);
+      },
+    });
+  }
+
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    if (!isLoopback(host)) throw new PortwayError('PW_CONFIG_INVALID', `the metrics endpoint listens on loopback only, not ${host}`);
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const a = server.address() as { address: string; port: number };
+    return { host: a.address, port: a.port };
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
