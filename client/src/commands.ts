@@ -70,7 +70,7 @@ export async function connect(
   options: { device: string; service: string; listen: { host: string; port: number }; primed?: number },
   report: { error(err: PortwayError, remote: string): void; stream?(outcome: string): void },
 ): Promise<ForwardProxy> {
-  const streams = await opener(options.device, options.service, options.primed ?? 1);
+  const streams = await opener(options.device, options.service, options.primed ?? 2);
   const probe = await streams.open();
   probe.inner.end();
   probe.raw.destroy();
