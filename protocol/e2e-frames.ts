@@ -89,6 +89,6 @@ export class ChunkDecoder {
       }
       this.state = 'payload';
     }
-    return true;
+    return this.state === 'header' || this.state === 'payload';
   }
 }
