@@ -60,7 +60,15 @@ export function parseAgentConfig(input: unknown, source = 'config'): Readonly<Ag
     const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
     throw new PortwayError('PW_CONFIG_INVALID', `${source}: ${problems}`);
   }
-  return Object.freeze(result.data);
+  return deepFreeze(result.data);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 export function loadAgentConfig(file: string): Readonly<AgentConfig> {
