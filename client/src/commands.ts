@@ -63,17 +63,17 @@ export interface ForwardProxy {
 }
 
 /**
- * `portway connect`: listen locally; each accepted connection gets its own end-to-end stream. The first
- * stream is opened before listening so a wrong device or service fails at once with its reason.
+ * `portway connect`: listen locally; each accepted connection gets its own end-to-end stream. A first
+ * socket is primed before listening so a wrong device or service fails at once with its reason.
  */
 export async function connect(
   options: { device: string; service: string; listen: { host: string; port: number }; primed?: number },
   report: { error(err: PortwayError, remote: string): void; stream?(outcome: string): void },
 ): Promise<ForwardProxy> {
   const streams = await opener(options.device, options.service, options.primed ?? 2);
-  const probe = await streams.open();
-  probe.inner.end();
-  probe.raw.destroy();
+  // Prime the first socket before listening: the relay checks user, device, presence and service, so a
+  // wrong name or an offline device fails here with its reason, without touching the device's service.
+  await streams.primeNow();
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (local) => {
     sockets.add(local);

@@ -109,6 +109,13 @@ export class StreamOpener {
     }
   }
 
+  /** Prime one socket now, reporting the relay's refusal (unknown device, offline, not exposed, ...). */
+  async primeNow(): Promise<void> {
+    const primed = await this.primeOne();
+    if (this.closed) primed.raw.destroy();
+    else this.ready.push(primed);
+  }
+
   close(): void {
     this.closed = true;
     for (const p of this.ready.splice(0)) p.raw.destroy();
