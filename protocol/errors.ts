@@ -27,6 +27,7 @@ export const ERRORS = {
   PW_SERVICE_NOT_EXPOSED: { meaning: 'the device does not expose a service with this name', retryable: false, wire: true },
   PW_SERVICE_REFUSED: { meaning: 'connection refused by device service', retryable: true, wire: true },
   PW_SERVICE_UNREACHABLE: { meaning: 'the device could not reach its service (timeout or network error)', retryable: true, wire: true },
+  PW_SERVICE_TYPE_MISMATCH: { meaning: 'the stream and the service disagree on the transport (a TCP stream to a UDP service or the reverse)', retryable: false, wire: true },
   PW_DIAL_TIMEOUT: { meaning: 'the device did not open a data socket for the stream in time', retryable: true, wire: true },
   PW_STREAM_TOKEN_INVALID: { meaning: 'unknown, expired or already used stream token', retryable: false, wire: true },
   PW_LIMIT_REACHED: { meaning: 'a bounded resource (streams, pending opens, pooled sockets) is full', retryable: true, wire: true },

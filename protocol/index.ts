@@ -4,3 +4,4 @@ export * from './data-frames';
 export * from './messages';
 export * from './topics';
 export * from './e2e-frames';
+export * from './datagram-frames';
