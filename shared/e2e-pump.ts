@@ -80,13 +80,15 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     };
     const abort = (reason: string): void => {
       if (settled) return;
+      // Settle first: an error raised while tearing down (resetting a socket whose write side was already
+      // shut down fails with EINVAL) must not re-enter here and replace the reason.
+      settle('aborted', reason);
       if (local instanceof Socket) {
-        if (!local.destroyed) local.resetAndDestroy();
+        resetSocket(local, options.closeGraceMs);
       } else {
         local.destroy(new PortwayError('PW_STREAM_ABORTED', reason));
       }
       inner.destroy();
-      settle('aborted', reason);
     };
     const maybeFinish = (): void => {
       if (!(sentFin && gotFin) || graceTimer) return;
@@ -165,7 +167,10 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       if (!gotFin) inner.resume();
     };
     const onInnerEnd = (): void => {
+      // The peer ends the session only after both FINs; before that, an end means it gave up. (A TLS socket
+      // would close at once and abort below, but an inner stream that allows half-open would just wait.)
       if (!gotFin) abort('end-to-end session ended before the peer finished its stream');
+      else if (!sentFin) abort('end-to-end session ended before the local side finished');
     };
     const onInnerClose = (): void => {
       if (sentFin && gotFin) settle('complete');
@@ -183,7 +188,29 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     inner.on('end', onInnerEnd);
     inner.on('close', onInnerClose);
     inner.on('error', onInnerError);
+    // A side that closed before the pump started emits nothing more (the client left while its stream was
+    // opening, or the peer while the agent connected to its service): settle now instead of never.
+    if (local.destroyed) abort('local connection closed before the stream started');
+    else if (inner.destroyed) abort('end-to-end session closed before the stream started');
   });
+}
+
+/** Reset a socket (RST), so its application sees an error, never a clean end. */
+function resetSocket(socket: Socket, graceMs: number): void {
+  if (socket.destroyed) return;
+  // While its write side is shutting down (everything flushed, the FIN on its way) libuv refuses a reset
+  // with EINVAL, and Node then never closes the handle: the descriptor would leak. Reset right after.
+  if (socket.writableEnded && !socket.writableFinished && socket.writableLength === 0) {
+    const timer = setTimeout(() => socket.destroy(), graceMs);
+    timer.unref();
+    socket.once('finish', () => {
+      clearTimeout(timer);
+      socket.resetAndDestroy();
+    });
+    socket.once('close', () => clearTimeout(timer));
+    return;
+  }
+  socket.resetAndDestroy();
 }
 
 function ignoreLateError(): void {
