@@ -153,17 +153,24 @@ export class PortwayCluster {
   /** Init the relay, start it, add a user, enroll and start an agent, log the client in. */
   static async start(options: ClusterOptions): Promise<PortwayCluster> {
     const cluster = new PortwayCluster(options);
-    await fs.mkdir(options.dir, { recursive: true });
-    await cluster.mustRun(['relay', 'init', '--data', cluster.relayDir]);
-    cluster.caFingerprint = (await cluster.mustRun(['relay', 'ca', '--data', cluster.relayDir, '--fingerprint'])).stdout.trim();
-    cluster.token = (await cluster.mustRun(['relay', 'user', 'add', 'alice', '--data', cluster.relayDir])).stdout.trim();
-    cluster.enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', '5'])).stdout.trim();
-    await fs.writeFile(path.join(options.dir, 'relay.json'), JSON.stringify(options.relayConfig ?? {}));
-    cluster.relayPort = await findFreePort();
-    await cluster.startRelay();
-    await cluster.writeAgentConfig();
-    await cluster.startAgent();
-    await cluster.mustRun(['login', '--relay', cluster.relayAddress, '--token', cluster.token, '--fingerprint', cluster.caFingerprint]);
+    try {
+      await fs.mkdir(options.dir, { recursive: true });
+      await cluster.mustRun(['relay', 'init', '--data', cluster.relayDir]);
+      cluster.caFingerprint = (await cluster.mustRun(['relay', 'ca', '--data', cluster.relayDir, '--fingerprint'])).stdout.trim();
+      cluster.token = (await cluster.mustRun(['relay', 'user', 'add', 'alice', '--data', cluster.relayDir])).stdout.trim();
+      cluster.enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', '5'])).stdout.trim();
+      await fs.writeFile(path.join(options.dir, 'relay.json'), JSON.stringify(options.relayConfig ?? {}));
+      cluster.relayPort = await findFreePort();
+      await cluster.startRelay();
+      await cluster.writeAgentConfig();
+      await cluster.startAgent();
+      await cluster.mustRun(['login', '--relay', cluster.relayAddress, '--token', cluster.token, '--fingerprint', cluster.caFingerprint]);
+    } catch (err) {
+      // The caller gets no cluster to stop: stop what already runs (relay, agent), or it outlives the caller
+      // (and keeps a test runner waiting on its pipes).
+      await cluster.stop();
+      throw err;
+    }
     return cluster;
   }
 
