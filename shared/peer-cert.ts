@@ -5,21 +5,16 @@
  * does not compute `authorized`. Portway CAs issue leaves directly (path length 0): the leaf must be
  * issued and signed by the CA and be within its validity period.
  */
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import type tls from 'node:tls';
 
 export type PeerCertResult = { readonly ok: true; readonly raw: Buffer } | { readonly ok: false; readonly reason: string };
 
 export function verifyPeerCert(socket: tls.TLSSocket, ca: X509Certificate, now: number = Date.now()): PeerCertResult {
-  const cert = socket.getPeerCertificate(false);
-  if (!cert || !cert.raw) return { ok: false, reason: 'no client certificate' };
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(cert.raw);
-  } catch {
-    return { ok: false, reason: 'unreadable client certificate' };
-  }
+  // getPeerX509Certificate is much cheaper than getPeerCertificate's legacy object.
+  const leaf = socket.getPeerX509Certificate();
+  if (!leaf) return { ok: false, reason: 'no client certificate' };
   if (!leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) return { ok: false, reason: 'certificate not issued by this relay' };
   if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return { ok: false, reason: 'certificate expired or not yet valid' };
-  return { ok: true, raw: cert.raw };
+  return { ok: true, raw: leaf.raw };
 }

@@ -7,11 +7,14 @@ import tls from 'node:tls';
 import { ALPN_DATA, encodeFrame, encodePreamble, FrameType, MAX_FRAME_BYTES, PortwayError, streamOpenSchema, type AgentHello, type StreamOpen } from '../../protocol';
 import { readFrame } from '../../shared/read-frame';
 import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+import type { TlsSessionCache } from '../../shared/tls-session-cache';
 
 export interface DataSocketTarget {
   readonly host: string;
   readonly port: number;
   readonly secureContext: tls.SecureContext;
+  /** Tickets for resuming the TLS session (cheaper than a full handshake). */
+  readonly sessions?: TlsSessionCache;
 }
 
 export function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
@@ -20,7 +23,14 @@ export function connectDataSocket(target: DataSocketTarget, hello: AgentHello, t
     raw.on('error', () => {
       // Reported through the TLS socket.
     });
-    const socket = tls.connect({ socket: raw, secureContext: target.secureContext, servername: isIpLiteral(target.host) ? undefined : target.host, ALPNProtocols: [ALPN_DATA] });
+    const socket = tls.connect({
+      socket: raw,
+      secureContext: target.secureContext,
+      servername: isIpLiteral(target.host) ? undefined : target.host,
+      ALPNProtocols: [ALPN_DATA],
+      session: target.sessions?.take(),
+    });
+    target.sessions?.watch(socket);
     const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no data socket within ${timeoutMs} ms`)), timeoutMs);
     const onAbort = (): void => fail(new PortwayError('PW_SHUTTING_DOWN'));
     signal.addEventListener('abort', onAbort, { once: true });

@@ -86,7 +86,8 @@ export class Relay {
       );
       this.stack.push(() => api.stop());
 
-      const secureContext = tls.createSecureContext({ cert: server.certPem, key: server.keyPem, ca: ca.certPem, ...tlsCipherOptions() });
+      // sessionIdContext: with client certificates requested, OpenSSL resumes sessions only inside a named context.
+      const secureContext = tls.createSecureContext({ cert: server.certPem, key: server.keyPem, ca: ca.certPem, sessionIdContext: 'portway-relay', ...tlsCipherOptions() });
       const front = new TlsFront(
         {
           log: log.child({ component: 'front' }),

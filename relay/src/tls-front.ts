@@ -12,6 +12,8 @@ import { verifyPeerCert } from '../../shared/peer-cert';
 import { describeCert } from '../../shared/x509';
 import type { Logger } from '../../shared/logger';
 
+const IDENTITY_CACHE_ENTRIES = 10_000;
+
 export interface PeerIdentity {
   /** Role from a client certificate that chains to the relay CA; 'none' when absent or not valid. */
   readonly role: 'device' | 'user' | 'none';
@@ -43,6 +45,7 @@ export interface TlsFrontOptions {
 export class TlsFront {
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
+  private readonly identities = new Map<string, { identity: PeerIdentity; notBefore: number; notAfter: number }>();
   private state: 'idle' | 'listening' | 'closed' = 'idle';
 
   constructor(
@@ -105,12 +108,33 @@ export class TlsFront {
       handshakeDone = true;
       clearTimeout(timer);
       const alpn = socket.alpnProtocol;
-      const conn: Connection = { tls: socket, raw, peer: identify(socket, this.deps.ca), remote };
+      const conn: Connection = { tls: socket, raw, peer: this.identify(socket), remote };
       if (alpn === ALPN_DATA) this.deps.routes.data(conn);
       else if (alpn === ALPN_MQTT) this.deps.routes.mqtt(conn);
       else if (alpn === ALPN_HTTP) this.deps.routes.http(conn);
       else reject('PW_UNKNOWN_ALPN', 'TLS connection without a supported ALPN protocol');
     });
+  }
+
+  /**
+   * The peer's identity from its certificate. Parsing and verifying a certificate costs about as much as
+   * relaying a small stream, and the same devices and users connect again and again, so verified results
+   * are cached by certificate (bounded); the validity period is checked on every use.
+   */
+  private identify(socket: tls.TLSSocket): PeerIdentity {
+    const cert = socket.getPeerX509Certificate();
+    if (!cert) return { role: 'none' };
+    const raw = cert.raw;
+    const key = raw.toString('base64');
+    const now = Date.now();
+    const cached = this.identities.get(key);
+    if (cached && now >= cached.notBefore && now <= cached.notAfter) return cached.identity;
+    const identity = identify(socket, this.deps.ca);
+    if (identity.role !== 'none') {
+      if (this.identities.size >= IDENTITY_CACHE_ENTRIES) this.identities.delete(this.identities.keys().next().value as string);
+      this.identities.set(key, { identity, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) });
+    }
+    return identity;
   }
 
   get connectionCount(): number {
