@@ -7,11 +7,13 @@ import tls from 'node:tls';
 import { PortwayError, type DeviceCommand, type ServiceInfo } from '../../protocol';
 import type { Logger } from '../../shared/logger';
 import { parseHostPort } from '../../shared/relay-trust';
+import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
 import { ControlChannel } from './control/control-channel';
 import { awaitStreamOpen, connectDataSocket, type DataSocketTarget } from './data-socket';
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
 import { runStream } from './streams/tcp-stream';
+import { UdpSessions } from './streams/udp-sessions';
 import { tlsCipherOptions } from '../../shared/tls-profile';
 
 export const AGENT_VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
@@ -29,6 +31,7 @@ export class Agent {
   private readonly services: ReadonlyMap<string, ServiceConfig>;
   private readonly pooled = new Set<tls.TLSSocket>();
   private readonly streams = new Set<tls.TLSSocket>();
+  private readonly udpSessions = new UdpSessions();
   private poolSize = 0;
   private poolUntil = 0;
   private poolOpening = 0;
@@ -49,8 +52,8 @@ export class Agent {
     return this.control?.isOnline === true;
   }
 
-  stats(): { pooled: number; streams: number; reconnects: number } {
-    return { pooled: this.pooled.size, streams: this.streams.size, reconnects: this.control?.reconnects ?? 0 };
+  stats(): { pooled: number; streams: number; udpSessions: number; reconnects: number } {
+    return { pooled: this.pooled.size, streams: this.streams.size, udpSessions: this.udpSessions.total, reconnects: this.control?.reconnects ?? 0 };
   }
 
   async start(): Promise<void> {
@@ -63,7 +66,7 @@ export class Agent {
     const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
     this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
     this.caX509 = new X509Certificate(caPem);
-    this.target = { host: relay.host, port: relay.port, secureContext: outerContext };
+    this.target = { host: relay.host, port: relay.port, secureContext: outerContext, sessions: new TlsSessionCache() };
     const services: ServiceInfo[] = this.config.services.map((s) => ({ name: s.name, type: s.type }));
     this.control = new ControlChannel(
       { log: log.child({ component: 'control' }), now: this.now },
@@ -83,6 +86,8 @@ export class Agent {
     if (this.poolRetryTimer) clearTimeout(this.poolRetryTimer);
     this.dropPool();
     await this.control?.stop();
+    // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
+    this.udpSessions.closeAll('stopping');
     // Streams in flight get the close grace to finish, then are cut.
     const deadline = Date.now() + this.config.timers.closeGraceMs;
     while (this.streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -188,7 +193,7 @@ export class Agent {
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services }, socket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services, udpSessions: this.udpSessions }, socket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

@@ -9,8 +9,20 @@ import { nameSchema, PortwayError } from '../../protocol';
 const hostPortString = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be HOST:PORT');
 
 export const tcpServiceSchema = z.object({ name: nameSchema, type: z.literal('tcp'), target: hostPortString }).strict();
-export const serviceSchema = z.discriminatedUnion('type', [tcpServiceSchema]);
+export const udpServiceSchema = z
+  .object({
+    name: nameSchema,
+    type: z.literal('udp'),
+    target: hostPortString,
+    /** A session (one client source address) with no datagram either way for this long is closed. */
+    idleTimeoutMs: z.number().int().positive().default(60_000),
+    /** Sessions open at once for this service; more are refused with PW_LIMIT_REACHED. */
+    maxSessions: z.number().int().positive().max(65_536).default(1024),
+  })
+  .strict();
+export const serviceSchema = z.discriminatedUnion('type', [tcpServiceSchema, udpServiceSchema]);
 export type ServiceConfig = z.infer<typeof serviceSchema>;
+export type UdpServiceConfig = z.infer<typeof udpServiceSchema>;
 
 export const agentTimersSchema = z
   .object({

@@ -8,12 +8,14 @@
 import type { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
+import { E2E_ALPN_DATAGRAMS, encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
 import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
 import { certFingerprint } from '../../../shared/x509';
 import type { ServiceConfig } from '../config';
+import type { UdpSessions } from './udp-sessions';
+import { runUdpStream } from './udp-stream';
 
 export interface TcpStreamOptions {
   readonly serviceConnectTimeoutMs: number;
@@ -22,7 +24,7 @@ export interface TcpStreamOptions {
 }
 
 export async function runStream(
-  deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig> },
+  deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions },
   outer: tls.TLSSocket,
   open: StreamOpen,
   options: TcpStreamOptions,
@@ -30,7 +32,8 @@ export async function runStream(
 ): Promise<PumpResult | undefined> {
   const log = deps.log.child({ streamId: open.streamId, service: open.service, userId: open.user.id });
   log.debug({ buffered: outer.readableLength }, 'agent.stream.open_received');
-  const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true });
+  // A forward proxy offers E2E_ALPN_DATAGRAMS for a UDP session and nothing for a TCP stream.
+  const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true, ALPNProtocols: [E2E_ALPN_DATAGRAMS] });
   inner.on('error', () => {
     // Handled below: the handshake promise or the pump reports it.
   });
@@ -75,6 +78,12 @@ export async function runStream(
   }
   const service = deps.services.get(open.service);
   if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));
+  const transport = inner.alpnProtocol === E2E_ALPN_DATAGRAMS ? 'udp' : 'tcp';
+  if (transport !== service.type) {
+    const hint = service.type === 'udp' ? 'use portway connect --udp' : 'connect without --udp';
+    return fail(new PortwayError('PW_SERVICE_TYPE_MISMATCH', `service ${open.service} is ${service.type}, the stream is ${transport}; ${hint}`));
+  }
+  if (service.type === 'udp') return runUdpStream({ log, sessions: deps.udpSessions }, inner, service, options, fail);
 
   let local: net.Socket;
   try {
