@@ -10,6 +10,8 @@ import { PortwayError } from '../protocol';
 const VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
 /** `portway pipe` after SIGHUP: how long the stream may take to finish closing before the process exits. */
 const PIPE_HANGUP_GRACE_MS = 10_000;
+/** `portway connect --udp` on SIGTERM: how long sessions may take to close before they are cut. */
+const CONNECT_CLOSE_GRACE_MS = 5_000;
 
 function fail(err: unknown): never {
   if (err instanceof PortwayError) {
@@ -144,21 +146,42 @@ program
 
 program
   .command('connect <device> <service>')
-  .description('forward a local port to a device service; one end-to-end stream per connection')
+  .description('forward a local port to a device service; one end-to-end stream per connection (per client address with --udp)')
   .option('-L, --listen <[addr:]port>', 'local address (default 127.0.0.1 and a free port)')
-  .action(async (device: string, service: string, o: { listen?: string }) => {
+  .option('--udp', 'the service is UDP: listen on a UDP socket, one session per client address')
+  .option('--idle-timeout <ms>', 'with --udp: close a session after this long without a datagram', intArg, 60_000)
+  .option('--max-sessions <n>', 'with --udp: sessions open at once (the longest idle is evicted beyond it)', intArg, 1024)
+  .action(async (device: string, service: string, o: { listen?: string; udp?: boolean; idleTimeout: number; maxSessions: number }) => {
     const { connect, parseListen } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
-    const proxy = await connect(
-      { device, service, listen: parseListen(o.listen) },
-      { error: (err, remote) => process.stderr.write(`portway: ${err.code}: ${err.message} (connection from ${remote})\n`) },
-    );
+    const report = { error: (err: PortwayError, remote: string) => process.stderr.write(`portway: ${err.code}: ${err.message} (connection from ${remote})\n`) };
+    if (o.udp) {
+      if (o.idleTimeout < 1 || o.maxSessions < 1) throw new PortwayError('PW_BAD_REQUEST', '--idle-timeout and --max-sessions must be at least 1');
+      const { connectUdp } = load<typeof import('../client/src/udp-forward.js')>('../client/src/udp-forward');
+      const proxy = await connectUdp({ device, service, listen: parseListen(o.listen), idleTimeoutMs: o.idleTimeout, maxSessions: o.maxSessions, closeGraceMs: CONNECT_CLOSE_GRACE_MS }, report);
+      process.stdout.write(`listening on udp ${proxy.address.host}:${proxy.address.port} -> ${device}/${service}\n`);
+      // On stop, the session figures go to stdout as one JSON line (sessions opened, evicted, drops by reason).
+      onStop(async () => {
+        await proxy.close();
+        process.stdout.write(`udp stats ${JSON.stringify(proxy.stats())}\n`);
+      });
+      return;
+    }
+    const proxy = await connect({ device, service, listen: parseListen(o.listen) }, report);
     process.stdout.write(`listening on ${proxy.address.host}:${proxy.address.port} -> ${device}/${service}\n`);
-    const stop = (): void => {
-      proxy.close().then(() => process.exit(0), () => process.exit(1));
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    onStop(() => proxy.close());
   });
+
+/** SIGTERM or SIGINT runs `stop` once, then exits 0 (1 if it failed). */
+function onStop(stop: () => Promise<void>): void {
+  let isStopping = false;
+  const handler = (): void => {
+    if (isStopping) return;
+    isStopping = true;
+    stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
 
 program
   .command('pipe <device> <service>')

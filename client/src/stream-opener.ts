@@ -13,6 +13,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import {
   ALPN_DATA,
+  E2E_ALPN_DATAGRAMS,
   e2eStatusSchema,
   encodeFrame,
   encodePreamble,
@@ -40,6 +41,8 @@ export interface StreamOpenerOptions {
   readonly timeoutMs: number;
   /** Primed sockets kept ready (0 disables priming). */
   readonly primed: number;
+  /** 'udp': datagram streams (protocol/datagram-frames.ts), announced to the agent by inner-TLS ALPN. */
+  readonly transport?: 'tcp' | 'udp';
 }
 
 interface OuterSocket {
@@ -204,6 +207,7 @@ export class StreamOpener {
       socket: outer.tls,
       secureContext: this.innerContext,
       servername: undefined,
+      ALPNProtocols: this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : undefined,
       checkServerIdentity: (_host, cert) => {
         const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
         if (!uris.includes(`${URI_DEVICE_PREFIX}${status.deviceId}`)) return new PortwayError('PW_E2E_DEVICE_KEY_MISMATCH', 'end-to-end peer is not the device the relay paired');
@@ -231,6 +235,9 @@ export class StreamOpener {
           reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'the relay closed the stream during the end-to-end handshake'));
         });
       });
+      if (this.options.transport === 'udp' && inner.alpnProtocol !== E2E_ALPN_DATAGRAMS) {
+        throw new PortwayError('PW_SERVICE_TYPE_MISMATCH', `the agent on ${status.deviceId} does not support UDP services`);
+      }
       if (!awaitStatus) return { inner, raw: outer.raw, deviceId: status.deviceId, streamId: status.streamId };
       const frame = await readFrame(inner, { expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES, timeoutMs: this.options.timeoutMs });
       const e2e = e2eStatusSchema.safeParse(frame.payload);
