@@ -87,6 +87,9 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       keepalive: this.options.timers.keepaliveS,
       connectTimeout: this.options.timers.connectTimeoutMs,
       reconnectPeriod: 0,
+      // mqtt-packet's number cache is 64K small Buffers (about 10 MB RSS) to speed up senders of many
+      // packets; an agent sends a handful a minute.
+      writeCache: false,
       secureContext: this.options.secureContext,
       servername: isIpLiteral(host) ? undefined : host,
       ALPNProtocols: [ALPN_MQTT],
