@@ -12,11 +12,9 @@ import { findFreePort } from './ports';
 /** The built CLI: dist/cli/portway.js (from dist/devtools when compiled, from devtools/ under ts-jest). */
 export const PORTWAY_BIN = path.basename(path.dirname(__dirname)) === 'dist' ? path.resolve(__dirname, '..', 'cli', 'portway.js') : path.resolve(__dirname, '..', 'dist', 'cli', 'portway.js');
 
-export interface ServiceSpec {
-  readonly name: string;
-  readonly type: 'tcp';
-  readonly target: string;
-}
+export type ServiceSpec =
+  | { readonly name: string; readonly type: 'tcp'; readonly target: string }
+  | { readonly name: string; readonly type: 'udp'; readonly target: string; readonly idleTimeoutMs?: number; readonly maxSessions?: number };
 
 export interface ClusterOptions {
   readonly dir: string;
@@ -26,6 +24,8 @@ export interface ClusterOptions {
   readonly relayConfig?: Record<string, unknown>;
   /** Agent timers (a fast profile for tests). */
   readonly agentTimers?: Record<string, unknown>;
+  /** Other agent config keys (limits such as maxStreams). */
+  readonly agentConfig?: Record<string, unknown>;
   readonly logLevel?: string;
 }
 
@@ -184,6 +184,7 @@ export class PortwayCluster {
       services: this.options.services,
       logLevel: this.options.logLevel ?? 'info',
       ...(this.options.agentTimers ? { timers: this.options.agentTimers } : {}),
+      ...this.options.agentConfig,
       ...overrides,
     };
     await fs.writeFile(this.agentConfigFile, JSON.stringify(config, null, 2));
@@ -231,6 +232,14 @@ export class PortwayCluster {
   async connect(service: string, device = this.deviceName): Promise<{ port: number; proc: ManagedProcess }> {
     const proc = this.spawnCli(['connect', device, service]);
     const line = await proc.waitForLine((l) => l.startsWith('listening on '), 30_000, 'connect to listen');
+    const port = Number(/:(\d+) ->/.exec(line)?.[1]);
+    return { port, proc };
+  }
+
+  /** Start `portway connect --udp` (extra CLI options in `args`) and resolve with its local UDP port. */
+  async connectUdp(service: string, args: readonly string[] = [], device = this.deviceName): Promise<{ port: number; proc: ManagedProcess }> {
+    const proc = this.spawnCli(['connect', device, service, '--udp', ...args]);
+    const line = await proc.waitForLine((l) => l.startsWith('listening on udp '), 30_000, 'connect --udp to listen');
     const port = Number(/:(\d+) ->/.exec(line)?.[1]);
     return { port, proc };
   }

@@ -14,7 +14,7 @@ import type { UdpServiceConfig } from '../config';
 import type { UdpSessions, UdpSessionSlot } from './udp-sessions';
 
 /** Framed datagrams waiting for a slow stream before newer ones are dropped. */
-export const UDP_MAX_BACKLOG_BYTES = 1024 * 1024;
+export const UDP_MAX_BACKLOG_BYTES = 256 * 1024;
 
 export interface UdpStreamOptions {
   readonly serviceConnectTimeoutMs: number;
