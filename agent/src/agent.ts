@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { PortwayError, type DeviceCommand, type ServiceInfo } from '../../protocol';
 import type { Logger } from '../../shared/logger';
 import { parseHostPort } from '../../shared/relay-trust';
+import { ConcurrencyGate } from '../../shared/concurrency-gate';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
 import { ControlChannel } from './control/control-channel';
@@ -19,6 +20,8 @@ import { tlsCipherOptions } from '../../shared/tls-profile';
 export const AGENT_VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
 /** After a pooled socket failed to open, wait at least this long before refilling. */
 const POOL_RETRY_MS = 1_000;
+/** Data-socket TLS handshakes in flight at once; more wait their turn. */
+const DATA_SOCKET_HANDSHAKES = 16;
 
 export class Agent {
   private state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' = 'idle';
@@ -66,7 +69,7 @@ export class Agent {
     const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
     this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
     this.caX509 = new X509Certificate(caPem);
-    this.target = { host: relay.host, port: relay.port, secureContext: outerContext, sessions: new TlsSessionCache() };
+    this.target = { host: relay.host, port: relay.port, secureContext: outerContext, sessions: new TlsSessionCache(), gate: new ConcurrencyGate(DATA_SOCKET_HANDSHAKES, this.config.maxStreams) };
     const services: ServiceInfo[] = this.config.services.map((s) => ({ name: s.name, type: s.type }));
     this.control = new ControlChannel(
       { log: log.child({ component: 'control' }), now: this.now },

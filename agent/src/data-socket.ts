@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { ALPN_DATA, encodeFrame, encodePreamble, FrameType, MAX_FRAME_BYTES, PortwayError, streamOpenSchema, type AgentHello, type StreamOpen } from '../../protocol';
 import { readFrame } from '../../shared/read-frame';
 import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+import type { ConcurrencyGate } from '../../shared/concurrency-gate';
 import type { TlsSessionCache } from '../../shared/tls-session-cache';
 
 export interface DataSocketTarget {
@@ -15,9 +16,20 @@ export interface DataSocketTarget {
   readonly secureContext: tls.SecureContext;
   /** Tickets for resuming the TLS session (cheaper than a full handshake). */
   readonly sessions?: TlsSessionCache;
+  /** Bounds concurrent handshakes (bursts of dials). */
+  readonly gate?: ConcurrencyGate;
 }
 
-export function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
+export async function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
+  const release = target.gate ? await target.gate.acquire() : () => undefined;
+  try {
+    return await handshake(target, hello, timeoutMs, signal);
+  } finally {
+    release();
+  }
+}
+
+function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
   return new Promise<tls.TLSSocket>((resolve, reject) => {
     const raw = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
     raw.on('error', () => {

@@ -26,6 +26,7 @@ import {
 } from '../../protocol';
 import { readFrame } from '../../shared/read-frame';
 import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+import { TlsSessionCache } from '../../shared/tls-session-cache';
 import { certSpkiFingerprint } from '../../shared/x509';
 import type { ClientSettings, KnownDevices } from './settings';
 import { tlsCipherOptions } from '../../shared/tls-profile';
@@ -57,6 +58,7 @@ interface PrimedSocket extends OuterSocket {
 export class StreamOpener {
   private readonly outerContext: tls.SecureContext;
   private readonly innerContext: tls.SecureContext;
+  private readonly sessions = new TlsSessionCache();
   private readonly ready: PrimedSocket[] = [];
   private priming = 0;
   private closed = false;
@@ -155,7 +157,14 @@ export class StreamOpener {
       raw.on('error', () => {
         // Reported through the TLS socket.
       });
-      const socket = tls.connect({ socket: raw, secureContext: this.outerContext, servername: isIpLiteral(relay.host) ? undefined : relay.host, ALPNProtocols: [ALPN_DATA] });
+      const socket = tls.connect({
+        socket: raw,
+        secureContext: this.outerContext,
+        servername: isIpLiteral(relay.host) ? undefined : relay.host,
+        ALPNProtocols: [ALPN_DATA],
+        session: this.sessions.take(),
+      });
+      this.sessions.watch(socket);
       const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no connection to relay ${relayText} within ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
       const fail = (err: Error): void => {
         clearTimeout(timer);

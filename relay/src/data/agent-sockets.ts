@@ -12,8 +12,13 @@ interface DialWaiter {
   readonly digest: Buffer;
   readonly resolve: (conn: Connection) => void;
   readonly reject: (err: PortwayError) => void;
-  readonly timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout;
+  /** However much progress the device makes, the wait ends here. */
+  readonly hardDeadline: number;
 }
+
+/** A burst of dials may take a while if the device keeps delivering; never longer than this many timeouts. */
+const DIAL_PROGRESS_EXTENSIONS = 4;
 
 export interface AgentSocketsOptions {
   readonly maxPooledPerDevice: number;
@@ -85,7 +90,7 @@ export class AgentSockets {
     this.pendingPerDevice.set(deviceId, pending + 1);
     const socket = new Promise<Connection>((resolve, reject) => {
       const timer = setTimeout(() => this.settle(key, undefined, new PortwayError('PW_DIAL_TIMEOUT')), this.options.dialTimeoutMs);
-      this.waiters.set(key, { deviceId, digest, resolve, reject, timer });
+      this.waiters.set(key, { deviceId, digest, resolve, reject, timer, hardDeadline: Date.now() + DIAL_PROGRESS_EXTENSIONS * this.options.dialTimeoutMs });
     });
     return { token, socket };
   }
@@ -96,7 +101,23 @@ export class AgentSockets {
     const waiter = this.waiters.get(digest.toString('hex'));
     if (!waiter || !timingSafeEqual(waiter.digest, digest) || waiter.deviceId !== deviceId) return false;
     this.settle(digest.toString('hex'), conn);
+    this.progress(deviceId);
     return true;
+  }
+
+  /**
+   * The device delivered a socket: it is alive and working through a burst. Its other waiters get a fresh
+   * timeout ("no progress for dialTimeoutMs" fails a stream, not "slower than dialTimeoutMs in a burst"),
+   * up to their hard deadline.
+   */
+  private progress(deviceId: string): void {
+    const now = Date.now();
+    for (const [key, waiter] of this.waiters) {
+      if (waiter.deviceId !== deviceId) continue;
+      clearTimeout(waiter.timer);
+      const wait = Math.max(0, Math.min(this.options.dialTimeoutMs, waiter.hardDeadline - now));
+      waiter.timer = setTimeout(() => this.settle(key, undefined, new PortwayError('PW_DIAL_TIMEOUT')), wait);
+    }
   }
 
   /** Fail every waiter of a device (it went offline) and close its pool. */
