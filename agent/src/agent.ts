@@ -39,6 +39,7 @@ export class Agent {
   private poolUntil = 0;
   private poolOpening = 0;
   private poolRetryTimer: NodeJS.Timeout | undefined;
+  private poolExpiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly deps: { log: Logger; now?: () => number },
@@ -87,6 +88,7 @@ export class Agent {
     this.state = 'stopping';
     this.abort.abort();
     if (this.poolRetryTimer) clearTimeout(this.poolRetryTimer);
+    if (this.poolExpiryTimer) clearTimeout(this.poolExpiryTimer);
     this.dropPool();
     await this.control?.stop();
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
@@ -126,6 +128,13 @@ export class Agent {
     } else if (cmd.type === 'pool') {
       this.poolSize = cmd.size;
       this.poolUntil = this.now() + cmd.ttlMs;
+      // Without a renewal the pool is closed when its time is up, so idle devices hold no data sockets.
+      if (this.poolExpiryTimer) clearTimeout(this.poolExpiryTimer);
+      this.poolExpiryTimer = setTimeout(() => {
+        this.poolExpiryTimer = undefined;
+        if (this.now() >= this.poolUntil) this.dropPool();
+      }, cmd.ttlMs + 1);
+      this.poolExpiryTimer.unref();
       this.fillPool();
     }
   }

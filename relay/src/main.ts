@@ -69,8 +69,8 @@ export async function relayServe(flags: { data: string; listen: string; cert?: s
     dataDir: flags.data,
     listen: parseHostPort(flags.listen),
     ...(flags.metrics ? { metricsListen: parseHostPort(flags.metrics) } : {}),
-    certFile: flags.cert,
-    keyFile: flags.key,
+    ...(flags.cert !== undefined ? { certFile: flags.cert } : {}),
+    ...(flags.key !== undefined ? { keyFile: flags.key } : {}),
     ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
   });
   const log = createLogger({ level: options.logLevel, name: 'portway-relay' });
