@@ -96,8 +96,10 @@ export class TlsFront {
       clearTimeout(timer);
       this.deps.log.info({ remote, code, reason }, 'relay.connection.rejected');
       this.deps.onReject?.(code);
-      raw.destroy();
+      // TLS socket first: reject() also runs inside the 'secure' event, and closing the TCP handle under a
+      // TLS wrap that is still dispatching it, then destroying the wrap, crashes Node (SIGSEGV).
       socket.destroy();
+      raw.destroy();
     };
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // After the handshake the route that took the connection owns its errors.
