@@ -150,16 +150,22 @@ export class HttpApi {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
-      req.on('data', (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         size += chunk.length;
         if (size > this.options.maxBodyBytes) {
-          req.destroy();
+          // Keep nothing more, but read the rest (requestTimeoutMs bounds it): destroying the request here
+          // would reset the connection, and the client would never see the 413.
+          req.off('data', onData);
+          chunks.length = 0;
+          req.resume();
           reject(new PortwayError('PW_FRAME_TOO_LARGE', `request body exceeds ${this.options.maxBodyBytes} bytes`));
           return;
         }
         chunks.push(chunk);
-      });
+      };
+      req.on('data', onData);
       req.on('end', () => {
+        if (size > this.options.maxBodyBytes) return;
         try {
           resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
         } catch (err) {
