@@ -68,7 +68,7 @@ export class SqliteStore implements Store {
       try {
         this.#db.prepare('INSERT INTO users (id, name, is_admin, created_at) VALUES (?, ?, ?, ?)').run(user.id, name, user.isAdmin ? 1 : 0, user.createdAt);
       } catch (err) {
-        if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_UNIQUE') throw new PortwayError('PW_NAME_TAKEN', `user name ${name} is taken`, { cause: err });
+        if (isUniqueViolation(err)) throw new PortwayError('PW_NAME_TAKEN', `user name ${name} is taken`, { cause: err });
         throw err;
       }
       return user;
@@ -373,4 +373,13 @@ function checkFingerprint(value: unknown, field: string): asserts value is strin
 
 function checkTime(value: unknown, field: string): asserts value is number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new RangeError(`${field} must be milliseconds since the epoch`);
+}
+
+/**
+ * A UNIQUE constraint failure. Checked by code, not `instanceof Database.SqliteError`: the native addon
+ * keeps the error class of the first copy of better-sqlite3 loaded in the process, so a second copy (a
+ * test runner's module registry, a bundler) would not recognise its own errors.
+ */
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE';
 }
