@@ -16,7 +16,7 @@ import { loadCa, loadServerCert, relayFiles } from './data-dir';
 import { RelayMetrics } from './metrics';
 import type { CertificateAuthority } from './pki';
 import { SqliteStore, type Store } from './store';
-import { TlsFront } from './tls-front';
+import { dropConnection, TlsFront } from './tls-front';
 import { tlsCipherOptions } from '../../shared/tls-profile';
 
 export interface RelayDeps {
@@ -99,7 +99,7 @@ export class Relay {
             mqtt: (conn) => {
               if (conn.peer.role !== 'device' || !conn.peer.id) {
                 log.info({ remote: conn.remote, code: conn.peer.role === 'none' ? 'PW_CLIENT_CERT_REQUIRED' : 'PW_WRONG_ROLE', reason: conn.peer.certError }, 'relay.connection.rejected');
-                conn.raw.destroy();
+                dropConnection(conn);
                 return;
               }
               const deviceId = conn.peer.id;
@@ -107,14 +107,14 @@ export class Relay {
                 (device) => {
                   if (!device || device.revokedAt !== undefined || device.certFingerprint !== conn.peer.certFingerprint) {
                     log.info({ remote: conn.remote, deviceId, code: 'PW_UNAUTHENTICATED' }, 'relay.connection.rejected');
-                    conn.raw.destroy();
+                    dropConnection(conn);
                     return;
                   }
                   broker.handleConnection(conn.tls, { kind: 'device', deviceId });
                 },
                 (err: unknown) => {
                   log.error({ err }, 'relay.mqtt.lookup_failed');
-                  conn.raw.destroy();
+                  dropConnection(conn);
                 },
               );
             },

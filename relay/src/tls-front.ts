@@ -31,6 +31,18 @@ export interface Connection {
   readonly remote: string;
 }
 
+/**
+ * End a connection at once. The TLS socket goes first: destroying the TCP socket under a TLS wrap that
+ * is still dispatching one of its events, and then the wrap, crashes Node (SIGSEGV). With `reset`, the
+ * TCP connection is then reset (RST) if it is still open, so the peer sees an error rather than an EOF.
+ */
+export function dropConnection(conn: Pick<Connection, 'tls' | 'raw'>, options: { reset?: boolean } = {}): void {
+  conn.tls.destroy();
+  if (conn.raw.destroyed) return;
+  if (options.reset) conn.raw.resetAndDestroy();
+  else conn.raw.destroy();
+}
+
 export interface TlsFrontRoutes {
   data(conn: Connection): void;
   mqtt(conn: Connection): void;
@@ -44,7 +56,7 @@ export interface TlsFrontOptions {
 
 export class TlsFront {
   private server: net.Server | undefined;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Map<net.Socket, tls.TLSSocket>();
   private readonly identities = new Map<string, { identity: PeerIdentity; notBefore: number; notAfter: number }>();
   private state: 'idle' | 'listening' | 'closed' = 'idle';
 
@@ -82,7 +94,6 @@ export class TlsFront {
     }
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 30_000);
-    this.sockets.add(raw);
     raw.once('close', () => this.sockets.delete(raw));
     const socket = new tls.TLSSocket(raw, {
       isServer: true,
@@ -91,6 +102,7 @@ export class TlsFront {
       rejectUnauthorized: false,
       ALPNProtocols: [...RELAY_ALPNS],
     });
+    this.sockets.set(raw, socket);
     const timer = setTimeout(() => reject('PW_HANDSHAKE_TIMEOUT', 'TLS handshake timeout'), this.options.tlsHandshakeTimeoutMs);
     const reject = (code: string, reason: string): void => {
       clearTimeout(timer);
@@ -147,7 +159,7 @@ export class TlsFront {
     if (this.state === 'closed') return;
     this.state = 'closed';
     const server = this.server;
-    for (const raw of this.sockets) raw.destroy();
+    for (const [raw, socket] of this.sockets) dropConnection({ raw, tls: socket });
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }

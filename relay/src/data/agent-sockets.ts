@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { PortwayError, STREAM_TOKEN_BYTES } from '../../../protocol';
-import type { Connection } from '../tls-front';
+import { dropConnection, type Connection } from '../tls-front';
 
 interface DialWaiter {
   readonly deviceId: string;
@@ -49,7 +49,7 @@ export class AgentSockets {
     };
     // An idle pooled socket must not send anything; if it does, ends or fails, drop it.
     const watcher = (): void => {
-      if (pool.has(conn)) conn.raw.destroy();
+      if (pool.has(conn)) dropConnection(conn);
     };
     this.idleWatchers.set(conn, watcher);
     conn.tls.on('readable', watcher);
@@ -124,7 +124,7 @@ export class AgentSockets {
   dropDevice(deviceId: string, error: PortwayError): void {
     for (const [key, waiter] of this.waiters) if (waiter.deviceId === deviceId) this.settle(key, undefined, error);
     const pool = this.pools.get(deviceId);
-    if (pool) for (const conn of pool) conn.raw.destroy();
+    if (pool) for (const conn of pool) dropConnection(conn);
   }
 
   cancelDial(token: string): void {
@@ -138,7 +138,7 @@ export class AgentSockets {
 
   closeAll(): void {
     for (const key of [...this.waiters.keys()]) this.settle(key, undefined, new PortwayError('PW_SHUTTING_DOWN'));
-    for (const pool of this.pools.values()) for (const conn of pool) conn.raw.destroy();
+    for (const pool of this.pools.values()) for (const conn of pool) dropConnection(conn);
     this.pools.clear();
   }
 

@@ -24,7 +24,7 @@ import type { Logger } from '../../../shared/logger';
 import { readFrame } from '../../../shared/read-frame';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { Device, Store, User } from '../store';
-import type { Connection } from '../tls-front';
+import { dropConnection, type Connection } from '../tls-front';
 import { AgentSockets } from './agent-sockets';
 import { splice } from './splice';
 
@@ -79,7 +79,7 @@ export class DataPlane {
     this.abort.abort();
     this.deps.registry.off('offline', this.onOffline);
     this.agentSockets.closeAll();
-    for (const p of this.primed) p.conn.raw.destroy();
+    for (const p of this.primed) dropConnection(p.conn);
   }
 
   stats(): DataPlaneStats {
@@ -181,14 +181,14 @@ export class DataPlane {
       const agent = await this.acquireAgent(device.id).catch((err: unknown) => {
         // The client already runs its inner TLS: it cannot read a status frame any more; cut it.
         log.info({ code: err instanceof PortwayError ? err.code : 'PW_INTERNAL' }, 'relay.stream.pair_failed');
-        conn.raw.resetAndDestroy();
+        dropConnection(conn, { reset: true });
         throw err;
       });
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     } else {
       const agent = await this.acquireAgent(device.id);
       if (conn.tls.destroyed) {
-        agent.raw.destroy();
+        dropConnection(agent);
         return;
       }
       conn.tls.write(ok);
@@ -277,7 +277,7 @@ export class DataPlane {
     if (conn.tls.destroyed) return;
     // A client still reading frames learns why; everyone else just sees the socket end.
     conn.tls.end(encodeFrame(FrameType.RELAY_STATUS, error.toWire()));
-    const timer = setTimeout(() => conn.raw.destroy(), 2_000);
+    const timer = setTimeout(() => dropConnection(conn), 2_000);
     timer.unref();
     conn.tls.once('close', () => clearTimeout(timer));
   }

@@ -4,7 +4,7 @@
  * direction at the relay), EOF propagated, and one teardown for both: if either side fails or closes
  * without an orderly end, the other is reset (RST), so the far end sees an error and not a clean EOF.
  */
-import type { Connection } from '../tls-front';
+import { dropConnection, type Connection } from '../tls-front';
 
 export interface SpliceOptions {
   /** After one side ended, how long the other may stay open before both are destroyed. */
@@ -37,10 +37,7 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
       resolve({ outcome, bytesAtoB, bytesBtoA });
     };
     const abort = (): void => {
-      for (const side of [a, b]) {
-        if (!side.raw.destroyed) side.raw.resetAndDestroy();
-        side.tls.destroy();
-      }
+      for (const side of [a, b]) dropConnection(side, { reset: true });
       finish('aborted');
     };
     const onEnd = (): void => {
