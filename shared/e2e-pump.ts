@@ -42,6 +42,12 @@ export interface PumpOptions {
    * is passed on, and a refusal resets the local connection and is reported in the result.
    */
   readonly expectStatus?: boolean;
+  /**
+   * The TCP connection to the relay that carries `inner`; on abort it is reset (RST) instead of closed. The
+   * relay only splices ciphertext and Node reports a TLS end without close_notify as a clean end, so a FIN
+   * here would tell it (and through it the far end) that the stream ended in order; a reset says it was cut.
+   */
+  readonly transport?: Socket;
 }
 
 export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Promise<PumpResult> {
@@ -88,6 +94,7 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       } else {
         local.destroy(new PortwayError('PW_STREAM_ABORTED', reason));
       }
+      if (options.transport) resetSocket(options.transport, options.closeGraceMs);
       inner.destroy();
     };
     const maybeFinish = (): void => {

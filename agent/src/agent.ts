@@ -11,7 +11,7 @@ import { ConcurrencyGate } from '../../shared/concurrency-gate';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
 import { ControlChannel } from './control/control-channel';
-import { awaitStreamOpen, connectDataSocket, type DataSocketTarget } from './data-socket';
+import { awaitStreamOpen, connectDataSocket, type DataSocket, type DataSocketTarget } from './data-socket';
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
 import { runStream } from './streams/tcp-stream';
 import { UdpSessions } from './streams/udp-sessions';
@@ -158,13 +158,13 @@ export class Agent {
     while (this.pooled.size + this.poolOpening < this.poolSize) {
       this.poolOpening++;
       connectDataSocket(target, { kind: 'pool' }, this.config.timers.connectTimeoutMs, this.abort.signal).then(
-        (socket) => {
+        (dataSocket) => {
           this.poolOpening--;
-          this.pooled.add(socket);
-          socket.once('close', () => {
-            if (this.pooled.delete(socket)) this.refillLater();
+          this.pooled.add(dataSocket.tls);
+          dataSocket.tls.once('close', () => {
+            if (this.pooled.delete(dataSocket.tls)) this.refillLater();
           });
-          this.serve(socket);
+          this.serve(dataSocket);
         },
         (err: unknown) => {
           this.poolOpening--;
@@ -191,7 +191,8 @@ export class Agent {
   }
 
   /** Wait on a data socket for STREAM_OPEN, then run the stream. */
-  private serve(socket: tls.TLSSocket): void {
+  private serve(dataSocket: DataSocket): void {
+    const socket = dataSocket.tls;
     socket.on('error', () => {
       // The stream (or the pool bookkeeping on 'close') handles it.
     });
@@ -205,7 +206,7 @@ export class Agent {
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services, udpSessions: this.udpSessions }, socket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services, udpSessions: this.udpSessions }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

@@ -20,7 +20,13 @@ export interface DataSocketTarget {
   readonly gate?: ConcurrencyGate;
 }
 
-export async function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
+/** A data socket: the TLS session with the relay, and the TCP connection under it (reset when a stream is cut). */
+export interface DataSocket {
+  readonly tls: tls.TLSSocket;
+  readonly raw: net.Socket;
+}
+
+export async function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<DataSocket> {
   const release = target.gate ? await target.gate.acquire() : () => undefined;
   try {
     return await handshake(target, hello, timeoutMs, signal);
@@ -29,8 +35,8 @@ export async function connectDataSocket(target: DataSocketTarget, hello: AgentHe
   }
 }
 
-function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
-  return new Promise<tls.TLSSocket>((resolve, reject) => {
+function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<DataSocket> {
+  return new Promise<DataSocket>((resolve, reject) => {
     const raw = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
     raw.on('error', () => {
       // Reported through the TLS socket.
@@ -59,7 +65,7 @@ function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: numbe
       signal.removeEventListener('abort', onAbort);
       socket.setKeepAlive(true, 15_000);
       socket.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.AGENT_HELLO, hello)]));
-      resolve(socket);
+      resolve({ tls: socket, raw });
     });
   });
 }

@@ -86,7 +86,7 @@ export async function connect(
     streams.open({ awaitStatus: false }).then(
       (stream) => {
         local.resume();
-        return pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, expectStatus: true }).then((r) => {
+        return pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, expectStatus: true, transport: stream.raw }).then((r) => {
           if (r.error) report.error(r.error, remote);
           report.stream?.(r.outcome);
         });
@@ -118,7 +118,7 @@ export async function pipe(options: { device: string; service: string }, stdio: 
   const streams = await opener(options.device, options.service, 0);
   const stream = await streams.open();
   const local = Duplex.from({ readable: stdio.stdin, writable: stdio.stdout });
-  const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS });
+  const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw });
   return result.outcome === 'complete';
 }
 

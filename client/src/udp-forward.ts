@@ -172,7 +172,7 @@ export class UdpForward {
       .then(
         (stream) => {
           session.start();
-          return pumpE2E(stream.inner, session, { closeGraceMs: this.options.closeGraceMs, expectStatus: true });
+          return pumpE2E(stream.inner, session, { closeGraceMs: this.options.closeGraceMs, expectStatus: true, transport: stream.raw });
         },
         (err: unknown) => {
           session.destroy();

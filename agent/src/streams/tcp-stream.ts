@@ -14,6 +14,7 @@ import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
 import { certFingerprint } from '../../../shared/x509';
 import type { ServiceConfig } from '../config';
+import type { DataSocket } from '../data-socket';
 import type { UdpSessions } from './udp-sessions';
 import { runUdpStream } from './udp-stream';
 
@@ -25,12 +26,13 @@ export interface TcpStreamOptions {
 
 export async function runStream(
   deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions },
-  outer: tls.TLSSocket,
+  dataSocket: DataSocket,
   open: StreamOpen,
   options: TcpStreamOptions,
   onHandshakeDone: () => void = () => undefined,
 ): Promise<PumpResult | undefined> {
   const log = deps.log.child({ streamId: open.streamId, service: open.service, userId: open.user.id });
+  const outer = dataSocket.tls;
   log.debug({ buffered: outer.readableLength }, 'agent.stream.open_received');
   // A forward proxy offers E2E_ALPN_DATAGRAMS for a UDP session and nothing for a TCP stream.
   const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true, ALPNProtocols: [E2E_ALPN_DATAGRAMS] });
@@ -83,7 +85,7 @@ export async function runStream(
     const hint = service.type === 'udp' ? 'use portway connect --udp' : 'connect without --udp';
     return fail(new PortwayError('PW_SERVICE_TYPE_MISMATCH', `service ${open.service} is ${service.type}, the stream is ${transport}; ${hint}`));
   }
-  if (service.type === 'udp') return runUdpStream({ log, sessions: deps.udpSessions }, inner, service, options, fail);
+  if (service.type === 'udp') return runUdpStream({ log, sessions: deps.udpSessions }, inner, dataSocket.raw, service, options, fail);
 
   let local: net.Socket;
   try {
@@ -93,7 +95,7 @@ export async function runStream(
   }
   inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true }));
   log.info('agent.stream.opened');
-  const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs });
+  const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs, transport: dataSocket.raw });
   log.info({ outcome: result.outcome, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
   return result;
 }

@@ -5,6 +5,7 @@
  * and carries datagrams both ways (shared/datagram-session.ts) until the idle timeout or either side closes.
  */
 import dgram from 'node:dgram';
+import type net from 'node:net';
 import type tls from 'node:tls';
 import { encodeFrame, FrameType, PortwayError } from '../../../protocol';
 import { DatagramSession } from '../../../shared/datagram-session';
@@ -24,6 +25,7 @@ export interface UdpStreamOptions {
 export async function runUdpStream(
   deps: { log: Logger; sessions: UdpSessions },
   inner: tls.TLSSocket,
+  transport: net.Socket,
   service: UdpServiceConfig,
   options: UdpStreamOptions,
   fail: (error: PortwayError) => undefined,
@@ -78,7 +80,7 @@ export async function runUdpStream(
   session.start();
   let result: PumpResult;
   try {
-    result = await pumpE2E(inner, session, { closeGraceMs: options.closeGraceMs });
+    result = await pumpE2E(inner, session, { closeGraceMs: options.closeGraceMs, transport });
   } finally {
     socket.close();
     slot.release();
