@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { nameSchema, PortwayError } from '../../protocol';
+import { parseConfig } from '../../shared/parse-config';
 
 const hostPortString = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be HOST:PORT');
 
@@ -67,21 +68,9 @@ export type AgentConfig = z.infer<typeof agentConfigSchema>;
 export type AgentTimers = z.infer<typeof agentTimersSchema>;
 
 export function parseAgentConfig(input: unknown, source = 'config'): Readonly<AgentConfig> {
-  const result = agentConfigSchema.safeParse(input);
-  if (!result.success) {
-    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new PortwayError('PW_CONFIG_INVALID', `${source}: ${problems}`);
-  }
-  return deepFreeze(result.data);
+  return parseConfig(agentConfigSchema, input, source);
 }
 
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
 
 export function loadAgentConfig(file: string): Readonly<AgentConfig> {
   let text: string;

@@ -3,7 +3,7 @@
  * optional JSON file (`--config FILE`, for timers and limits); the schema rejects unknown keys.
  */
 import { z } from 'zod';
-import { PortwayError } from '../../protocol';
+import { parseConfig } from '../../shared/parse-config';
 
 const hostPort = z.object({ host: z.string().min(1).max(255), port: z.number().int().min(0).max(65535) }).strict();
 
@@ -65,18 +65,6 @@ export type RelayLimits = z.infer<typeof relayLimitsSchema>;
 
 /** Parse and freeze relay options; every problem is reported at once with its key path. */
 export function parseRelayOptions(input: unknown): Readonly<RelayOptions> {
-  const result = relayOptionsSchema.safeParse(input);
-  if (!result.success) {
-    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new PortwayError('PW_CONFIG_INVALID', `relay options invalid: ${problems}`);
-  }
-  return deepFreeze(result.data);
+  return parseConfig(relayOptionsSchema, input, 'relay options invalid');
 }
 
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
