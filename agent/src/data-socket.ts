@@ -2,11 +2,10 @@
  * Open one data socket to the relay (TLS, ALPN portway-data/1, the device certificate as client
  * certificate), introduce it with AGENT_HELLO and wait for STREAM_OPEN.
  */
-import net from 'node:net';
 import tls from 'node:tls';
-import { ALPN_DATA, encodeFrame, encodePreamble, FrameType, MAX_FRAME_BYTES, PortwayError, streamOpenSchema, type AgentHello, type StreamOpen } from '../../protocol';
+import { encodeFrame, encodePreamble, FrameType, MAX_FRAME_BYTES, PortwayError, streamOpenSchema, type AgentHello, type StreamOpen } from '../../protocol';
 import { readFrame } from '../../shared/read-frame';
-import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+import { connectRelayDataSocket, type RelaySocket } from '../../shared/relay-data-socket';
 import type { ConcurrencyGate } from '../../shared/concurrency-gate';
 import type { TlsSessionCache } from '../../shared/tls-session-cache';
 
@@ -21,10 +20,7 @@ export interface DataSocketTarget {
 }
 
 /** A data socket: the TLS session with the relay, and the TCP connection under it (reset when a stream is cut). */
-export interface DataSocket {
-  readonly tls: tls.TLSSocket;
-  readonly raw: net.Socket;
-}
+export type DataSocket = RelaySocket;
 
 export async function connectDataSocket(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<DataSocket> {
   const release = target.gate ? await target.gate.acquire() : () => undefined;
@@ -35,39 +31,11 @@ export async function connectDataSocket(target: DataSocketTarget, hello: AgentHe
   }
 }
 
-function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<DataSocket> {
-  return new Promise<DataSocket>((resolve, reject) => {
-    const raw = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
-    raw.on('error', () => {
-      // Reported through the TLS socket.
-    });
-    const socket = tls.connect({
-      socket: raw,
-      secureContext: target.secureContext,
-      servername: isIpLiteral(target.host) ? undefined : target.host,
-      ALPNProtocols: [ALPN_DATA],
-      session: target.sessions?.take(),
-    });
-    target.sessions?.watch(socket);
-    const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no data socket within ${timeoutMs} ms`)), timeoutMs);
-    const onAbort = (): void => fail(new PortwayError('PW_SHUTTING_DOWN'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    const fail = (err: Error): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      socket.destroy();
-      raw.destroy();
-      reject(err);
-    };
-    socket.once('error', (err: NodeJS.ErrnoException) => fail(relayTlsError(err, `${target.host}:${target.port}`)));
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      socket.setKeepAlive(true, 15_000);
-      socket.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.AGENT_HELLO, hello)]));
-      resolve({ tls: socket, raw });
-    });
-  });
+async function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<DataSocket> {
+  const socket = await connectRelayDataSocket({ host: target.host, port: target.port, secureContext: target.secureContext, sessions: target.sessions, timeoutMs, signal });
+  socket.tls.setKeepAlive(true, 15_000);
+  socket.tls.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.AGENT_HELLO, hello)]));
+  return socket;
 }
 
 /** Wait for the relay's STREAM_OPEN (a pooled socket may wait long; a dialed one gets it at once). */

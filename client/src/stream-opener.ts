@@ -12,7 +12,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import {
-  ALPN_DATA,
   E2E_ALPN_DATAGRAMS,
   e2eStatusSchema,
   encodeFrame,
@@ -25,7 +24,7 @@ import {
   URI_DEVICE_PREFIX,
 } from '../../protocol';
 import { readFrame } from '../../shared/read-frame';
-import { isIpLiteral, relayTlsError } from '../../shared/relay-trust';
+import { connectRelayDataSocket, type RelaySocket } from '../../shared/relay-data-socket';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import { certSpkiFingerprint } from '../../shared/x509';
 import type { ClientSettings, KnownDevices } from './settings';
@@ -46,10 +45,7 @@ export interface StreamOpenerOptions {
   readonly transport?: 'tcp' | 'udp';
 }
 
-interface OuterSocket {
-  readonly tls: tls.TLSSocket;
-  readonly raw: net.Socket;
-}
+type OuterSocket = RelaySocket;
 
 interface PrimedSocket extends OuterSocket {
   readonly status: { deviceId: string; streamId: string; deviceKey: string };
@@ -151,37 +147,8 @@ export class StreamOpener {
   }
 
   private connectOuter(): Promise<OuterSocket> {
-    const { relay, relayText } = this.deps.settings;
-    return new Promise<OuterSocket>((resolve, reject) => {
-      const raw = net.connect({ host: relay.host, port: relay.port, noDelay: true, allowHalfOpen: true });
-      raw.on('error', () => {
-        // Reported through the TLS socket.
-      });
-      const socket = tls.connect({
-        socket: raw,
-        secureContext: this.outerContext,
-        servername: isIpLiteral(relay.host) ? undefined : relay.host,
-        ALPNProtocols: [ALPN_DATA],
-        session: this.sessions.take(),
-      });
-      this.sessions.watch(socket);
-      const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no connection to relay ${relayText} within ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
-      const fail = (err: Error): void => {
-        clearTimeout(timer);
-        socket.destroy();
-        raw.destroy();
-        reject(err);
-      };
-      socket.once('error', (err: NodeJS.ErrnoException) => fail(relayTlsError(err, relayText)));
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        socket.removeAllListeners('error');
-        socket.on('error', () => {
-          // From here the stream that owns the socket reports failures.
-        });
-        resolve({ tls: socket, raw });
-      });
-    });
+    const { relay } = this.deps.settings;
+    return connectRelayDataSocket({ host: relay.host, port: relay.port, secureContext: this.outerContext, sessions: this.sessions, timeoutMs: this.options.timeoutMs });
   }
 
   private async sendOpen(outer: OuterSocket, prime: boolean): Promise<{ deviceId: string; streamId: string; deviceKey: string }> {

@@ -1,0 +1,67 @@
+/**
+ * Open a TLS data socket to the relay (ALPN portway-data/1, with the caller's client certificate in its
+ * secure context), for the agent and the forward proxy alike: a deadline, TLS session resumption, an
+ * optional abort signal, and coded errors. Resolves with the TLS socket and the TCP socket under it (the
+ * TCP socket is what gets reset when a stream is cut).
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { ALPN_DATA, PortwayError } from '../protocol';
+import { isIpLiteral, relayTlsError } from './relay-trust';
+import type { TlsSessionCache } from './tls-session-cache';
+
+export interface RelaySocket {
+  readonly tls: tls.TLSSocket;
+  readonly raw: net.Socket;
+}
+
+export interface RelaySocketOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly secureContext: tls.SecureContext;
+  readonly timeoutMs: number;
+  readonly sessions?: TlsSessionCache;
+  readonly signal?: AbortSignal;
+}
+
+export function connectRelayDataSocket(options: RelaySocketOptions): Promise<RelaySocket> {
+  const relayName = `${options.host}:${options.port}`;
+  return new Promise<RelaySocket>((resolve, reject) => {
+    const raw = net.connect({ host: options.host, port: options.port, noDelay: true, allowHalfOpen: true });
+    raw.on('error', () => {
+      // Reported through the TLS socket.
+    });
+    const socket = tls.connect({
+      socket: raw,
+      secureContext: options.secureContext,
+      servername: isIpLiteral(options.host) ? undefined : options.host,
+      ALPNProtocols: [ALPN_DATA],
+      session: options.sessions?.take(),
+    });
+    options.sessions?.watch(socket);
+    const onAbort = (): void => fail(new PortwayError('PW_SHUTTING_DOWN'));
+    const onError = (err: NodeJS.ErrnoException): void => fail(relayTlsError(err, relayName));
+    const timer = setTimeout(() => fail(new PortwayError('PW_RELAY_UNREACHABLE', `no connection to relay ${relayName} within ${options.timeoutMs} ms`)), options.timeoutMs);
+    const settle = (): void => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+    };
+    const fail = (err: Error): void => {
+      settle();
+      socket.destroy();
+      raw.destroy();
+      reject(err);
+    };
+    socket.on('error', onError);
+    socket.once('secureConnect', () => {
+      settle();
+      socket.on('error', () => {
+        // From here the owner of the socket (a stream, a pool) reports failures through 'close'.
+      });
+      resolve({ tls: socket, raw });
+    });
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
