@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { ERRORS, nameSchema, PortwayError, type ErrorCode } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { parseCsr, spkiFingerprint, certFingerprint } from '../../../shared/x509';
+import { canReach } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { CertificateAuthority } from '../pki';
 import { newId, type Device, type Store, type User } from '../store';
@@ -92,12 +93,12 @@ export class HttpApi {
     const user = await this.authenticate(req);
     if (route === 'POST /v1/login') return this.login(req, res, user);
     if (route === 'GET /v1/devices') {
-      const devices = (await this.deps.store.listDevices()).filter((d) => d.revokedAt === undefined && (user.isAdmin || d.ownerUserId === user.id));
+      const devices = (await this.deps.store.listDevices()).filter((d) => canReach(user, d));
       return this.send(res, 200, { devices: devices.map((d) => this.view(d)) });
     }
     const deviceMatch = /^GET \/v1\/devices\/([^/]{1,64})$/.exec(route);
     if (deviceMatch) {
-      const found = (await this.deps.store.findDevices(decodeURIComponent(deviceMatch[1] as string))).filter((d) => user.isAdmin || d.ownerUserId === user.id);
+      const found = (await this.deps.store.findDevices(decodeURIComponent(deviceMatch[1] as string))).filter((d) => canReach(user, d));
       if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE');
       if (found.length > 1) throw new PortwayError('PW_BAD_REQUEST', 'several devices have this name; use the device ID');
       return this.send(res, 200, this.view(found[0] as Device));

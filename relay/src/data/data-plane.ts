@@ -22,6 +22,7 @@ import {
 } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { readFrame } from '../../../shared/read-frame';
+import { canReach } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { Device, Store, User } from '../store';
 import { dropConnection, type Connection } from '../tls-front';
@@ -155,7 +156,7 @@ export class DataPlane {
   private async resolveDevice(user: User, open: ClientOpen): Promise<Device> {
     const found = await this.deps.store.findDevices(open.device);
     if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(open.device)}`);
-    const visible = found.filter((d) => user.isAdmin || d.ownerUserId === user.id);
+    const visible = found.filter((d) => canReach(user, d));
     if (visible.length === 0) throw new PortwayError('PW_NOT_AUTHORIZED', `not authorized to reach ${JSON.stringify(open.device)}`);
     if (visible.length > 1) throw new PortwayError('PW_BAD_REQUEST', `several devices are named ${JSON.stringify(open.device)}; use the device ID`);
     const device = visible[0] as Device;
