@@ -94,8 +94,10 @@ export class Agent {
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
     this.udpSessions.closeAll('stopping');
     // Streams in flight get the close grace to finish, then are cut.
-    const deadline = Date.now() + this.config.timers.closeGraceMs;
-    while (this.streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const closed = [...this.streams].map((s) => new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve()))));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(closed), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.config.timers.closeGraceMs)))]);
+    clearTimeout(timer);
     for (const s of this.streams) s.destroy();
     this.state = 'stopped';
     this.deps.log.info('agent.stopped');
