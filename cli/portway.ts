@@ -130,18 +130,26 @@ program
 
 program
   .command('devices')
-  .description('list your devices: name, ID, online, services')
-  .option('--json', 'machine-readable output')
+  .description('list your devices: name, ID, online or last seen, uptime, CPU temperature, memory, services')
+  .option('--json', 'machine-readable output (with the latest telemetry)')
   .action(async (o: { json?: boolean }) => {
     const { listDevices } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
-    const devices: import('../client/src/commands.js').DeviceView[] = await listDevices();
-    if (o.json) {
-      process.stdout.write(`${JSON.stringify(devices, null, 2)}\n`);
-      return;
-    }
-    const rows = [['NAME', 'ID', 'ONLINE', 'SERVICES'], ...devices.map((d) => [d.name, d.id, d.online ? 'yes' : 'no', d.services.map((s) => `${s.name}/${s.type}`).join(',') || '-'])];
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    process.stdout.write(rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+    const { formatDeviceTable } = load<typeof import('../client/src/device-report.js')>('../client/src/device-report');
+    const devices = await listDevices();
+    process.stdout.write(o.json ? `${JSON.stringify(devices, null, 2)}\n` : formatDeviceTable(devices, Date.now()));
+  });
+
+program
+  .command('device')
+  .description('one device')
+  .command('show <device>')
+  .description("a device's state and its whole latest telemetry")
+  .option('--json', 'machine-readable output')
+  .action(async (device: string, o: { json?: boolean }) => {
+    const { showDevice } = load<typeof import('../client/src/commands.js')>('../client/src/commands');
+    const { formatDeviceDetail } = load<typeof import('../client/src/device-report.js')>('../client/src/device-report');
+    const view = await showDevice(device);
+    process.stdout.write(o.json ? `${JSON.stringify(view, null, 2)}\n` : formatDeviceDetail(view, Date.now()));
   });
 
 program

@@ -83,3 +83,56 @@ export const commandReplySchema = z.union([
   failureSchema.extend({ id: z.string().min(1).max(64) }),
 ]);
 export type CommandReply = z.infer<typeof commandReplySchema>;
+
+// ---- telemetry ----
+/** Telemetry payloads larger than this are dropped unread (the relay checks before JSON.parse). */
+export const MAX_TELEMETRY_BYTES = 16 * 1024;
+
+const bytes = z.number().int().nonnegative().max(2 ** 53);
+const shortText = z.string().max(128);
+const fsUsageSchema = z.object({ totalBytes: bytes, usedBytes: bytes, availableBytes: bytes });
+
+/**
+ * Raspberry Pi firmware throttling state (`vcgencmd get_throttled` / sysfs get_throttled): the raw bit mask and
+ * its meaning. Bits 0-3 are "now", bits 16-19 "since boot". Absent on other boards.
+ */
+export const throttleStateSchema = z.object({
+  raw: z.number().int().nonnegative().max(0xffffffff),
+  underVoltage: z.boolean(),
+  frequencyCapped: z.boolean(),
+  throttled: z.boolean(),
+  softTempLimit: z.boolean(),
+  underVoltageOccurred: z.boolean(),
+  frequencyCappedOccurred: z.boolean(),
+  throttledOccurred: z.boolean(),
+  softTempLimitOccurred: z.boolean(),
+});
+export type ThrottleState = z.infer<typeof throttleStateSchema>;
+
+/**
+ * Retained on the device's telemetry topic: published at the agent's telemetryIntervalMs and each time its
+ * control connection comes online. Every field but `at` and `uptimeS` is optional: a board that cannot measure
+ * something leaves it out. Sizes are bounded; unknown fields are ignored.
+ */
+export const deviceTelemetrySchema = z.object({
+  /** Device clock (ms since the epoch) when the sample was taken; a Pi without RTC may be far off before NTP. */
+  at: z.number().int().nonnegative(),
+  uptimeS: z.number().nonnegative().max(1e10),
+  agent: z.object({ version: z.string().max(64), rssBytes: bytes.optional(), cpuPercent: z.number().nonnegative().max(10_000).optional() }).optional(),
+  cpu: z.object({
+    cores: z.number().int().positive().max(4096).optional(),
+    loadPercent: z.number().min(0).max(100).optional(),
+    temperatureC: z.number().min(-100).max(250).optional(),
+  }).optional(),
+  loadAverage: z.tuple([z.number().nonnegative(), z.number().nonnegative(), z.number().nonnegative()]).optional(),
+  memory: z.object({ totalBytes: bytes, usedBytes: bytes, availableBytes: bytes }).optional(),
+  rootFs: fsUsageSchema.optional(),
+  network: z.array(z.object({
+    name: z.string().min(1).max(32),
+    mac: z.string().max(32).optional(),
+    addresses: z.array(z.object({ family: z.enum(['IPv4', 'IPv6']), address: z.string().max(64), prefixLength: z.number().int().min(0).max(128) })).max(16),
+  })).max(32).optional(),
+  os: z.object({ platform: shortText, distro: shortText.optional(), release: shortText.optional(), kernel: shortText, arch: z.string().max(32), hostname: z.string().max(255) }).optional(),
+  throttle: throttleStateSchema.optional(),
+});
+export type DeviceTelemetry = z.infer<typeof deviceTelemetrySchema>;

@@ -5,7 +5,7 @@
  *   pw/v1/dev/{deviceId}/services   device -> all    retained DeviceServices
  *   pw/v1/dev/{deviceId}/cmd        relay  -> device DeviceCommand (dial, pool)
  *   pw/v1/dev/{deviceId}/reply      device -> relay  CommandReply
- *   pw/v1/dev/{deviceId}/telemetry  device -> relay  telemetry samples (not retained; may be dropped)
+ *   pw/v1/dev/{deviceId}/telemetry  device -> relay  retained DeviceTelemetry, QoS 0 (the latest sample; may be dropped)
  *
  * A device may publish and subscribe only inside pw/v1/dev/{its own id}/ (broker ACL).
  */

@@ -15,6 +15,9 @@ import { awaitStreamOpen, connectDataSocket, type DataSocket, type DataSocketTar
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
 import { runStream } from './streams/tcp-stream';
 import { UdpSessions } from './streams/udp-sessions';
+import { TelemetryCollector, THERMAL_DIR } from './telemetry/telemetry-collector';
+import { TelemetryReporter } from './telemetry/telemetry-reporter';
+import { THROTTLED_SYSFS_PATH } from './telemetry/throttle-state';
 import { tlsCipherOptions } from '../../shared/tls-profile';
 
 export const AGENT_VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
@@ -40,9 +43,11 @@ export class Agent {
   private poolOpening = 0;
   private poolRetryTimer: NodeJS.Timeout | undefined;
   private poolExpiryTimer: NodeJS.Timeout | undefined;
+  private telemetry: TelemetryReporter | undefined;
 
   constructor(
-    private readonly deps: { log: Logger; now?: () => number },
+    /** `vcgencmd`: its path when it is on PATH (main.ts looks), for the Pi's throttling state. */
+    private readonly deps: { log: Logger; now?: () => number; vcgencmd?: string },
     private readonly config: Readonly<AgentConfig>,
   ) {
     this.services = new Map(config.services.map((s) => [s.name, s]));
@@ -78,6 +83,13 @@ export class Agent {
     );
     this.control.on('command', (cmd) => this.onCommand(cmd));
     this.control.on('offline', () => this.dropPool());
+    if (this.config.telemetryIntervalMs > 0) {
+      const collector = new TelemetryCollector({ now: this.now }, { agentVersion: AGENT_VERSION, thermalDir: THERMAL_DIR, throttle: { sysfsPath: THROTTLED_SYSFS_PATH, vcgencmd: this.deps.vcgencmd } });
+      const telemetry = new TelemetryReporter({ log: log.child({ component: 'telemetry' }), collector, sink: this.control }, { intervalMs: this.config.telemetryIntervalMs });
+      this.control.on('online', () => telemetry.onOnline());
+      telemetry.start();
+      this.telemetry = telemetry;
+    }
     this.control.start();
     this.state = 'running';
     log.info({ deviceId, services: services.map((s) => s.name) }, 'agent.started');
@@ -90,6 +102,7 @@ export class Agent {
     if (this.poolRetryTimer) clearTimeout(this.poolRetryTimer);
     if (this.poolExpiryTimer) clearTimeout(this.poolExpiryTimer);
     this.dropPool();
+    this.telemetry?.stop();
     await this.control?.stop();
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
     this.udpSessions.closeAll('stopping');

@@ -52,6 +52,8 @@ export const agentConfigSchema = z
     services: z.array(serviceSchema).max(256).default([]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     maxStreams: z.number().int().positive().default(256),
+    /** Telemetry sample period (also sent on each reconnect); 0 turns telemetry off. */
+    telemetryIntervalMs: z.union([z.literal(0), z.number().int().min(1_000).max(86_400_000)]).default(60_000),
     timers: agentTimersSchema.default(agentTimersSchema.parse({})),
   })
   .strict()

@@ -7,6 +7,7 @@ import { pumpE2E } from '../../shared/e2e-pump';
 import { apiRequest } from '../../shared/https-json';
 import { fetchPinnedCa, parseHostPort } from '../../shared/relay-trust';
 import { createCsr, generateKeyPair } from '../../shared/x509';
+import type { DeviceView } from './device-report';
 import { configDir, KnownDevices, loadSettings, saveSettings } from './settings';
 import { StreamOpener } from './stream-opener';
 
@@ -14,15 +15,7 @@ const API_TIMEOUT_MS = 15_000;
 const STREAM_TIMEOUT_MS = 15_000;
 const CLOSE_GRACE_MS = 10_000;
 
-export interface DeviceView {
-  id: string;
-  name: string;
-  online: boolean;
-  services: { name: string; type: string }[];
-  keyFingerprint: string;
-  version?: string;
-  lastSeenAt?: number;
-}
+export type { DeviceView } from './device-report';
 
 export async function login(options: { relay: string; token: string; caFile?: string; fingerprint?: string }): Promise<{ userName: string; dir: string }> {
   const relay = parseHostPort(options.relay);
@@ -49,6 +42,12 @@ export async function listDevices(): Promise<DeviceView[]> {
   const s = await loadSettings(configDir());
   const result = await apiRequest<{ devices: DeviceView[] }>({ relay: s.relay, caPem: s.relayCaPem, method: 'GET', path: '/v1/devices', token: s.token, timeoutMs: API_TIMEOUT_MS });
   return result.devices;
+}
+
+/** One device by name or ID, with its latest telemetry. */
+export async function showDevice(device: string): Promise<DeviceView> {
+  const s = await loadSettings(configDir());
+  return apiRequest<DeviceView>({ relay: s.relay, caPem: s.relayCaPem, method: 'GET', path: `/v1/devices/${encodeURIComponent(device)}`, token: s.token, timeoutMs: API_TIMEOUT_MS });
 }
 
 async function opener(device: string, service: string, primed: number): Promise<StreamOpener> {

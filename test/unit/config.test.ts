@@ -137,6 +137,7 @@ describe('agent config (parseAgentConfig)', () => {
       services: [],
       logLevel: 'info',
       maxStreams: 256,
+      telemetryIntervalMs: 60_000,
       timers: {
         keepaliveS: 25,
         connectTimeoutMs: 10_000,

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import tls from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
-import { ALPN_MQTT, commandEnvelopeSchema, deviceCommandSchema, deviceTopic, PortwayError, type DeviceCommand, type ServiceInfo } from '../../../protocol';
+import { ALPN_MQTT, commandEnvelopeSchema, deviceCommandSchema, deviceTopic, PortwayError, type DeviceCommand, type DeviceTelemetry, type ServiceInfo } from '../../../protocol';
 import { Backoff } from '../../../shared/backoff';
 import type { Logger } from '../../../shared/logger';
 import { isIpLiteral } from '../../../shared/relay-trust';
@@ -69,6 +69,13 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
 
   async reply(id: string, result: { ok: true } | { ok: false; code: string; message: string }): Promise<void> {
     await this.client?.publishAsync(deviceTopic(this.options.deviceId, 'reply'), JSON.stringify({ id, ...result }), { qos: 0 });
+  }
+
+  /** Retained, QoS 0: the relay keeps the latest sample. Only while online (mqtt.js would queue it otherwise). */
+  async publishTelemetry(sample: DeviceTelemetry): Promise<void> {
+    const client = this.client;
+    if (!client || this.state !== 'online') throw new PortwayError('PW_DEVICE_OFFLINE', 'control channel is offline');
+    await client.publishAsync(deviceTopic(this.options.deviceId, 'telemetry'), JSON.stringify(sample), { qos: 0, retain: true });
   }
 
   private connect(): void {

@@ -4,14 +4,14 @@
  *
  *   POST /v1/enroll      { enrollKey, name, csr }  -> { deviceId, certificate, caCertificate }     (no bearer)
  *   POST /v1/login       { csr }                   -> { userId, userName, certificate, caCertificate }
- *   GET  /v1/devices                               -> { devices: DeviceView[] }
+ *   GET  /v1/devices                               -> { devices: DeviceView[] }   (with the latest telemetry)
  *   GET  /v1/devices/:nameOrId                     -> DeviceView
  *   GET  /v1/ca                                    -> CA certificate (PEM)
  *   GET  /v1/health                                -> { ok: true }
  */
 import http from 'node:http';
 import { z } from 'zod';
-import { ERRORS, nameSchema, PortwayError, type ErrorCode } from '../../../protocol';
+import { ERRORS, nameSchema, PortwayError, type DeviceTelemetry, type ErrorCode } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { parseCsr, spkiFingerprint, certFingerprint } from '../../../shared/x509';
 import { canReach } from '../access';
@@ -53,6 +53,9 @@ export interface DeviceView {
   readonly version?: string;
   readonly lastSeenAt?: number;
   readonly owner?: string;
+  /** The latest telemetry sample and when the relay received it (relay clock). */
+  readonly telemetry?: DeviceTelemetry;
+  readonly telemetryReceivedAt?: number;
 }
 
 export class HttpApi {
@@ -108,7 +111,18 @@ export class HttpApi {
 
   private view(d: Device): DeviceView {
     const info = this.deps.registry.info(d.id);
-    return { id: d.id, name: d.name, online: info.online, services: info.services, keyFingerprint: d.keyFingerprint, version: info.version, lastSeenAt: info.lastSeenAt, owner: d.ownerUserId };
+    return {
+      id: d.id,
+      name: d.name,
+      online: info.online,
+      services: info.services,
+      keyFingerprint: d.keyFingerprint,
+      version: info.version,
+      lastSeenAt: info.lastSeenAt,
+      owner: d.ownerUserId,
+      telemetry: info.telemetry?.telemetry,
+      telemetryReceivedAt: info.telemetry?.receivedAt,
+    };
   }
 
   private async enroll(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -16,6 +16,10 @@ import {
   type ServiceInfo,
 } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
+import { TelemetryBook, type TelemetryEntry } from './telemetry-book';
+
+/** Devices whose latest telemetry the relay keeps (a sample is at most MAX_TELEMETRY_BYTES). */
+const MAX_TELEMETRY_DEVICES = 100_000;
 
 interface DeviceState {
   online: boolean;
@@ -40,17 +44,20 @@ export interface DeviceRegistryEvents {
 export class DeviceRegistry extends EventEmitter<DeviceRegistryEvents> {
   private readonly devices = new Map<string, DeviceState>();
   private readonly onMessage = (topic: string, payload: Buffer): void => this.handleMessage(topic, payload);
+  readonly telemetry: TelemetryBook;
 
   constructor(
     private readonly deps: { log: Logger; mqtt: MqttClient; now: () => number },
     private readonly options: DeviceRegistryOptions,
   ) {
     super();
+    this.telemetry = new TelemetryBook({ log: deps.log, now: deps.now }, { maxDevices: MAX_TELEMETRY_DEVICES });
   }
 
   async start(): Promise<void> {
     this.deps.mqtt.on('message', this.onMessage);
     await this.deps.mqtt.subscribeAsync([allDevicesFilter('status'), allDevicesFilter('services'), allDevicesFilter('reply')], { qos: 1 });
+    await this.deps.mqtt.subscribeAsync(allDevicesFilter('telemetry'), { qos: 0 });
   }
 
   stop(): void {
@@ -65,9 +72,9 @@ export class DeviceRegistry extends EventEmitter<DeviceRegistryEvents> {
     return this.devices.get(deviceId)?.services ?? [];
   }
 
-  info(deviceId: string): { online: boolean; services: readonly ServiceInfo[]; version?: string; lastSeenAt?: number } {
+  info(deviceId: string): { online: boolean; services: readonly ServiceInfo[]; version?: string; lastSeenAt?: number; telemetry?: TelemetryEntry } {
     const d = this.devices.get(deviceId);
-    return { online: d?.online === true, services: d?.services ?? [], version: d?.version, lastSeenAt: d?.lastSeenAt };
+    return { online: d?.online === true, services: d?.services ?? [], version: d?.version, lastSeenAt: d?.lastSeenAt, telemetry: this.telemetry.get(deviceId) };
   }
 
   /** Ask the device to open one data socket presenting `token`. */
@@ -107,6 +114,11 @@ export class DeviceRegistry extends EventEmitter<DeviceRegistryEvents> {
   private handleMessage(topic: string, payload: Buffer): void {
     const parsed = parseDeviceTopic(topic);
     if (!parsed) return;
+    if (parsed.kind === 'telemetry') {
+      // Checked (size, JSON, schema) by the book before it is kept; a live sample also means the device was seen.
+      if (this.telemetry.accept(parsed.deviceId, payload) && this.devices.get(parsed.deviceId)?.online) this.state(parsed.deviceId).lastSeenAt = this.deps.now();
+      return;
+    }
     let body: unknown;
     try {
       body = payload.length === 0 ? undefined : JSON.parse(payload.toString('utf8'));
