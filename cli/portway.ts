@@ -49,13 +49,14 @@ relay
   .command('serve', { isDefault: true })
   .description('serve the relay port (TLS; MQTT, data sockets and HTTP API routed by ALPN)')
   .requiredOption('--data <dir>', 'relay data directory (from "portway relay init")')
+  .option('--db <url>', 'the store: a postgres://user@host:port/dbname URL (password from PGPASSWORD or ~/.pgpass) or an SQLite file (default: relay.db in --data)')
   .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
   .option('--cert <file>', "operator's own TLS certificate (PEM chain) instead of the relay-issued one")
   .option('--key <file>', 'key for --cert')
   .option('--config <file>', 'JSON file with timers and limits (see docs)')
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
   .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address')
-  .action(async (o: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }) => {
+  .action(async (o: { data: string; db?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }) => {
     const { relayServe } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
     await relayServe(o);
   });
@@ -63,10 +64,11 @@ relay
   .command('init')
   .description("create the relay's CA, server certificate and store")
   .requiredOption('--data <dir>', 'relay data directory to create')
+  .option('--db <url>', 'the store: a postgres://user@host:port/dbname URL (password from PGPASSWORD or ~/.pgpass) or an SQLite file (default: relay.db in --data)')
   .option('--name <host>', 'a DNS name or IP address of the relay (repeatable)', collect, [])
-  .action(async (o: { data: string; name: string[] }) => {
+  .action(async (o: { data: string; db?: string; name: string[] }) => {
     const { relayInit } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
-    const fingerprint = await relayInit(o.data, o.name);
+    const fingerprint = await relayInit(o, o.name);
     process.stdout.write(`relay initialised in ${o.data}\nCA fingerprint (SHA-256): ${fingerprint}\n`);
   });
 relay
@@ -83,12 +85,13 @@ relay
   .command('user')
   .description('manage users')
   .command('add <name>')
-  .description('add a user and print an API token for it')
+  .description('add a user and print an API token for it (scope connect, no expiry)')
   .requiredOption('--data <dir>', 'relay data directory')
+  .option('--db <url>', 'the store: a postgres://user@host:port/dbname URL (password from PGPASSWORD or ~/.pgpass) or an SQLite file (default: relay.db in --data)')
   .option('--admin', 'the user may reach every device')
-  .action(async (name: string, o: { data: string; admin?: boolean }) => {
+  .action(async (name: string, o: { data: string; db?: string; admin?: boolean }) => {
     const { relayUserAdd } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
-    process.stdout.write(`${await relayUserAdd(o.data, name, o.admin === true)}\n`);
+    process.stdout.write(`${await relayUserAdd(o, name, o.admin === true)}\n`);
   });
 relay
   .command('enroll-key')
@@ -96,12 +99,13 @@ relay
   .command('create')
   .description('print a new enrollment key for devices')
   .requiredOption('--data <dir>', 'relay data directory')
+  .option('--db <url>', 'the store: a postgres://user@host:port/dbname URL (password from PGPASSWORD or ~/.pgpass) or an SQLite file (default: relay.db in --data)')
   .option('--uses <n>', 'how many devices may enroll with it', intArg, 1)
   .option('--expires <duration>', 'lifetime, e.g. 30m, 12h, 7d', '7d')
   .option('--owner <user>', 'user who will own the enrolled devices (default: admins only)')
-  .action(async (o: { data: string; uses: number; expires: string; owner?: string }) => {
+  .action(async (o: { data: string; db?: string; uses: number; expires: string; owner?: string }) => {
     const { relayEnrollKeyCreate, parseDuration } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
-    process.stdout.write(`${await relayEnrollKeyCreate(o.data, { uses: o.uses, expiresMs: parseDuration(o.expires), owner: o.owner })}\n`);
+    process.stdout.write(`${await relayEnrollKeyCreate(o, { uses: o.uses, expiresMs: parseDuration(o.expires), owner: o.owner })}\n`);
   });
 
 program
@@ -206,6 +210,63 @@ program
     const clean = await pipe({ device, service }, { stdin: process.stdin, stdout: process.stdout });
     if (!clean) throw new PortwayError('PW_STREAM_ABORTED', 'the stream was cut before a clean end');
     process.exit(0);
+  });
+
+const token = program.command('token').description('your API tokens: scope read (list, show) or connect (also open streams, change things)');
+token
+  .command('list')
+  .description('your tokens: ID, scope, created, expires, revoked')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const { listTokens, formatTokens } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    const tokens = await listTokens();
+    process.stdout.write(o.json ? `${JSON.stringify(tokens, null, 2)}\n` : formatTokens(tokens));
+  });
+token
+  .command('create')
+  .description('print a new token (shown once)')
+  .option('--scope <scope>', 'read or connect', 'connect')
+  .option('--expires <duration>', 'lifetime, e.g. 30m, 12h, 7d (default: none, or the expiry of the token you use)')
+  .action(async (o: { scope: string; expires?: string }) => {
+    const { createToken } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    const created = await createToken({ scope: o.scope, expires: o.expires });
+    process.stdout.write(`${created.token}\n`);
+    process.stderr.write(`token ${created.tokenId}, scope ${created.scope}${created.expiresAt === undefined ? '' : `, expires ${new Date(created.expiresAt).toISOString()}`}\n`);
+  });
+token
+  .command('revoke <id>')
+  .description('revoke a token (tok_…) and the certificates issued with it')
+  .action(async (id: string) => {
+    const { revokeToken } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    await revokeToken(id);
+    process.stdout.write(`revoked ${id}\n`);
+  });
+
+program
+  .command('share <device> <user>')
+  .description('let another user reach a device you own: every service, or only those given')
+  .option('--service <name>', 'a service to share (repeatable; default: all)', collect, [])
+  .action(async (device: string, user: string, o: { service: string[] }) => {
+    const { share } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    const result = await share({ device, user, services: o.service });
+    process.stdout.write(`shared ${result.deviceName} with ${result.userName}: ${result.services?.join(',') ?? 'all services'}\n`);
+  });
+program
+  .command('unshare <device> <user>')
+  .description('stop sharing a device with a user')
+  .action(async (device: string, user: string) => {
+    const { unshare } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    await unshare({ device, user });
+    process.stdout.write(`${device} is no longer shared with ${user}\n`);
+  });
+program
+  .command('shares [device]')
+  .description('who a device you own is shared with; without a device, what is shared with you')
+  .option('--json', 'machine-readable output')
+  .action(async (device: string | undefined, o: { json?: boolean }) => {
+    const { listShares, formatShares } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    const shares = await listShares(device);
+    process.stdout.write(o.json ? `${JSON.stringify(shares, null, 2)}\n` : formatShares(shares));
   });
 
 function readStdin(): Promise<string> {

@@ -47,6 +47,10 @@ export const ERRORS = {
   PW_NOT_LOGGED_IN: { meaning: 'no client settings; run portway login first', retryable: false, wire: false },
   PW_NAME_TAKEN: { meaning: 'a user with this name already exists', retryable: false, wire: true },
   PW_STORE_UNSUPPORTED: { meaning: 'the database schema is newer than this relay supports (downgrade)', retryable: false, wire: false },
+  PW_SERVICE_UNAVAILABLE: { meaning: 'the service is configured but cannot be used now (its serial device path is missing: unplugged)', retryable: true, wire: true },
+  PW_SERIAL_BUSY: { meaning: 'the serial port is in use (another stream holds it, or another program on the device locked it)', retryable: true, wire: true },
+  PW_SERIAL_PERMISSION_DENIED: { meaning: 'the agent may not open the serial device (its user is not in the dialout group, or the path is not a device it may use)', retryable: false, wire: true },
+  PW_TELNET_INVALID: { meaning: 'an RFC 2217 client sent malformed Telnet or COM-PORT-OPTION bytes; the bad command was ignored', retryable: false, wire: false },
   PW_INTERNAL: { meaning: 'unexpected internal error', retryable: true, wire: true },
 } as const satisfies Record<string, ErrorSpec>;
 

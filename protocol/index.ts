@@ -5,3 +5,6 @@ export * from './messages';
 export * from './topics';
 export * from './e2e-frames';
 export * from './datagram-frames';
+export * from './telnet-codec';
+export * from './rfc2217';
+export * from './serial-streams';

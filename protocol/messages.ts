@@ -47,7 +47,8 @@ export type E2eStatus = z.infer<typeof e2eStatusSchema>;
 
 // ---- MQTT control messages ----
 export const serviceTypeSchema = z.enum(['tcp', 'udp', 'serial']);
-export const serviceInfoSchema = z.object({ name: nameSchema, type: serviceTypeSchema });
+/** `available: false`: configured but not usable now (a serial device path is missing); absent means available. */
+export const serviceInfoSchema = z.object({ name: nameSchema, type: serviceTypeSchema, available: z.boolean().optional() });
 export type ServiceInfo = z.infer<typeof serviceInfoSchema>;
 
 /** Retained on the device's status topic; the last will publishes `{ online: false }`. */

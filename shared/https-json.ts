@@ -6,7 +6,7 @@ import { isIpLiteral, relayTlsError } from './relay-trust';
 export interface ApiRequest {
   readonly relay: { host: string; port: number };
   readonly caPem: string;
-  readonly method: 'GET' | 'POST';
+  readonly method: 'GET' | 'POST' | 'DELETE';
   readonly path: string;
   readonly body?: unknown;
   readonly token?: string;

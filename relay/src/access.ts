@@ -1,9 +1,38 @@
 /**
- * Who may reach which device: the one place the rule lives (the data plane, the HTTP API and later
- * sharing all ask here). Today: admins reach every device, users the devices they own.
+ * Who may reach which device and service: the one place the rule lives (the data plane, the HTTP API and
+ * sharing all ask here). Admins reach every device; a user reaches the devices they own, and a device shared
+ * with them, every service or only the shared ones. Revoked devices are reached by nobody.
+ * Who may change a device's shares: its owner and admins.
  */
-import type { Device, User } from './store';
+import { PortwayError } from '../../protocol';
+import type { Device, Share, User, UserCert } from './store';
 
-export function canReach(user: User, device: Device): boolean {
+/** `share`: the device's share with this user, if any. `service`: the service a stream is for; absent = any service. */
+export function canReach(user: User, device: Device, share?: Share, service?: string): boolean {
+  if (device.revokedAt !== undefined) return false;
+  if (user.isAdmin || device.ownerUserId === user.id) return true;
+  if (!share || share.deviceId !== device.id || share.userId !== user.id) return false;
+  return service === undefined || share.services === undefined || share.services.includes(service);
+}
+
+/** The services of `device` this user sees: all of them, or those in their share. */
+export function reachableServices<S extends { readonly name: string }>(user: User, device: Device, share: Share | undefined, services: readonly S[]): S[] {
+  return services.filter((s) => canReach(user, device, share, s.name));
+}
+
+export function canManageShares(user: User, device: Device): boolean {
   return device.revokedAt === undefined && (user.isAdmin || device.ownerUserId === user.id);
+}
+
+/**
+ * A user certificate is bound to the API token it was issued with (at `portway login`): opening a stream
+ * needs that token unrevoked, unexpired and of scope `connect`. Certificates recorded before tokens had
+ * scopes (no token on record) keep the `connect` rights they were issued with.
+ */
+export function checkCertToken(cert: UserCert, now: number): void {
+  const token = cert.token;
+  if (!token) return;
+  if (token.revokedAt !== undefined) throw new PortwayError('PW_TOKEN_REVOKED', 'the token this certificate was issued with was revoked; log in again');
+  if (token.expiresAt !== undefined && token.expiresAt <= now) throw new PortwayError('PW_TOKEN_EXPIRED', 'the token this certificate was issued with has expired; log in again');
+  if (token.scope !== 'connect') throw new PortwayError('PW_SCOPE_INSUFFICIENT', `this certificate was issued with a ${token.scope} token; opening streams needs scope connect`);
 }

@@ -44,6 +44,11 @@ export const relayLimitsSchema = z
 export const relayOptionsSchema = z
   .object({
     dataDir: z.string().min(1),
+    /**
+     * The store: a postgres:// URL (no password in it: PGPASSWORD or ~/.pgpass) for relays sharing state, or an
+     * SQLite file path; absent = relay.db in dataDir.
+     */
+    db: z.string().min(1).max(1024).optional(),
     listen: hostPort.default({ host: '127.0.0.1', port: 8443 }),
     /** Loopback address for the Prometheus metrics endpoint; off when absent. */
     metricsListen: hostPort.optional(),

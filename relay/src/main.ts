@@ -6,11 +6,25 @@ import { parseHostPort } from '../../shared/relay-trust';
 import { parseRelayOptions } from './config';
 import { initDataDir, loadCa, relayFiles } from './data-dir';
 import { Relay } from './relay';
-import { SqliteStore } from './store';
+import { checkDbSetting, openStore, type Store, type TokenScope } from './store';
 
-export async function relayInit(dataDir: string, names: string[]): Promise<string> {
-  const result = await initDataDir(dataDir, names);
-  const store = await SqliteStore.open({ path: relayFiles(dataDir).db });
+export { parseDuration } from '../../shared/parse-duration';
+
+/** Where the store lives: `--db` (a postgres:// URL or an SQLite file), else relay.db in the data directory. */
+export interface StoreFlags {
+  readonly data: string;
+  readonly db?: string;
+}
+
+function dbOf(flags: StoreFlags): string {
+  return flags.db === undefined ? relayFiles(flags.data).db : checkDbSetting(flags.db);
+}
+
+/** Create the CA and server certificate, then create (or migrate) the store. */
+export async function relayInit(flags: StoreFlags, names: string[]): Promise<string> {
+  const db = dbOf(flags);
+  const result = await initDataDir(flags.data, names);
+  const store = await openStore(db);
   await store.close();
   return result.caFingerprint;
 }
@@ -20,9 +34,9 @@ export async function relayCa(dataDir: string): Promise<{ pem: string; fingerpri
   return { pem: ca.certPem, fingerprint: ca.fingerprint };
 }
 
-async function withStore<T>(dataDir: string, fn: (store: SqliteStore) => Promise<T>): Promise<T> {
-  await loadCa(dataDir);
-  const store = await SqliteStore.open({ path: relayFiles(dataDir).db });
+async function withStore<T>(flags: StoreFlags, fn: (store: Store) => Promise<T>): Promise<T> {
+  await loadCa(flags.data);
+  const store = await openStore(dbOf(flags));
   try {
     return await fn(store);
   } finally {
@@ -30,21 +44,19 @@ async function withStore<T>(dataDir: string, fn: (store: SqliteStore) => Promise
   }
 }
 
-export function relayUserAdd(dataDir: string, name: string, isAdmin: boolean): Promise<string> {
-  return withStore(dataDir, async (store) => {
+/** Add a user; the token printed has scope connect (log in, list, open streams), no expiry. */
+export function relayUserAdd(flags: StoreFlags, name: string, isAdmin: boolean): Promise<string> {
+  return withStore(flags, async (store) => {
     const user = await store.createUser(name, { isAdmin });
-    return (await store.createToken(user.id)).token;
+    const scope: TokenScope = 'connect';
+    const created = await store.createToken(user.id, { scope });
+    await store.appendAudit({ actor: 'relay-cli', action: 'user.create', target: user.id, outcome: 'ok' });
+    return created.token;
   });
 }
 
-export function parseDuration(text: string): number {
-  const m = /^(\d+)(s|m|h|d)$/.exec(text);
-  if (!m) throw new PortwayError('PW_BAD_REQUEST', `duration must look like 30m, 12h or 7d, got ${JSON.stringify(text).slice(0, 40)}`);
-  return Number(m[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
-}
-
-export function relayEnrollKeyCreate(dataDir: string, options: { uses: number; expiresMs: number; owner?: string }): Promise<string> {
-  return withStore(dataDir, async (store) => {
+export function relayEnrollKeyCreate(flags: StoreFlags, options: { uses: number; expiresMs: number; owner?: string }): Promise<string> {
+  return withStore(flags, async (store) => {
     let ownerUserId: string | undefined;
     if (options.owner !== undefined) {
       const owner = await store.getUserByName(options.owner);
@@ -55,7 +67,7 @@ export function relayEnrollKeyCreate(dataDir: string, options: { uses: number; e
   });
 }
 
-export async function relayServe(flags: { data: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
+export async function relayServe(flags: { data: string; db?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
   let fromFile: Record<string, unknown> = {};
   if (flags.config) {
     try {
@@ -67,6 +79,7 @@ export async function relayServe(flags: { data: string; listen: string; cert?: s
   const options = parseRelayOptions({
     ...fromFile,
     dataDir: flags.data,
+    ...(flags.db !== undefined ? { db: checkDbSetting(flags.db) } : {}),
     listen: parseHostPort(flags.listen),
     ...(flags.metrics ? { metricsListen: parseHostPort(flags.metrics) } : {}),
     ...(flags.cert !== undefined ? { certFile: flags.cert } : {}),

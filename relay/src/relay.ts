@@ -15,7 +15,7 @@ import { DataPlane, type DataPlaneStats } from './data/data-plane';
 import { loadCa, loadServerCert, relayFiles } from './data-dir';
 import { RelayMetrics } from './metrics';
 import type { CertificateAuthority } from './pki';
-import { SqliteStore, type Store } from './store';
+import { describeDb, openStore, type Store } from './store';
 import { dropConnection, TlsFront } from './tls-front';
 import { tlsCipherOptions } from '../../shared/tls-profile';
 
@@ -49,7 +49,8 @@ export class Relay {
       const ca = await loadCa(this.options.dataDir);
       this.caCert = ca;
       const server = await loadServerCert(this.options.dataDir, this.options.certFile && this.options.keyFile ? { certFile: this.options.certFile, keyFile: this.options.keyFile } : undefined);
-      const store: Store = await SqliteStore.open({ path: relayFiles(this.options.dataDir).db });
+      const db = this.options.db ?? relayFiles(this.options.dataDir).db;
+      const store: Store = await openStore(db, { now });
       this.stack.push(() => store.close());
 
       const broker = new EmbeddedBroker({ log }, { connectTimeoutMs: timers.mqttConnectTimeoutMs, keepaliveMinS: 1 });
@@ -133,7 +134,7 @@ export class Relay {
         this.metricsAt = metricsAddress;
       }
       this.state = 'running';
-      log.info({ address: this.address, metrics: metricsAddress, caFingerprint: ca.fingerprint }, 'relay.started');
+      log.info({ address: this.address, metrics: metricsAddress, caFingerprint: ca.fingerprint, db: describeDb(db) }, 'relay.started');
       return this.address;
     } catch (err) {
       await this.unwind();

@@ -1,15 +1,22 @@
 /**
- * The Store contract: every implementation (SQLite now, PostgreSQL later) runs this suite.
+ * The Store contract: every implementation (SQLite, PostgreSQL) runs this suite.
  *
- *   describeStoreContract('SqliteStore', (deps) => SqliteStore.open({ path }, deps));
+ *   describeStoreContract('SqliteStore', { make: (deps) => SqliteStore.open({ path: next() }, deps), reopen: (deps) => SqliteStore.open({ path: last() }, deps) });
  *
- * `makeStore` returns a fresh, empty store using the given clock; the suite closes it after each test.
+ * `make` returns a fresh, empty store using the given clock; the suite closes it after each test. `reopen`
+ * (absent for in-memory stores) opens the database `make` last created again, as a relay restart would.
  */
 import { PortwayError, idSchema, type ErrorCode } from '../../protocol';
 import type { Store, User } from '../../relay/src/store';
+import { describeStoreContractMore } from './store-contract-more';
 
 export interface StoreContractDeps {
   readonly now: () => number;
+}
+
+export interface StoreFactory {
+  make(deps: StoreContractDeps): Promise<Store>;
+  reopen?(deps: StoreContractDeps): Promise<Store>;
 }
 
 const FP_A = 'a'.repeat(64);
@@ -40,19 +47,19 @@ export const GARBAGE_STRINGS: readonly string[] = [
   'x'.repeat(1_000_000),
 ];
 
-async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+export async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
   await expect(promise).rejects.toBeInstanceOf(PortwayError);
   await expect(promise).rejects.toMatchObject({ code });
 }
 
-export function describeStoreContract(name: string, makeStore: (deps: StoreContractDeps) => Promise<Store>): void {
+export function describeStoreContract(name: string, factory: StoreFactory): void {
   describe(`Store contract: ${name}`, () => {
     let clock: number;
     let store: Store;
 
     beforeEach(async () => {
       clock = Date.UTC(2030, 0, 1);
-      store = await makeStore({ now: () => clock });
+      store = await factory.make({ now: () => clock });
     });
     afterEach(async () => {
       await store.close();
@@ -99,35 +106,50 @@ export function describeStoreContract(name: string, makeStore: (deps: StoreContr
         alice = await store.createUser('alice');
       });
 
-      it('authenticates a token to its user', async () => {
+      it('authenticates a token to its user and scope (connect by default)', async () => {
         const created = await store.createToken(alice.id);
         expect(created.token).toMatch(/^pwt_[A-Za-z0-9_-]{43}$/);
         expect(idSchema.safeParse(created.tokenId).success).toBe(true);
         expect(created.tokenId.startsWith('tok_')).toBe(true);
-        expect(await store.authenticateToken(created.token)).toEqual(alice);
+        expect(created.scope).toBe('connect');
+        const expected = { id: created.tokenId, userId: alice.id, scope: 'connect', createdAt: clock };
+        expect(await store.authenticateToken(created.token)).toEqual({ user: alice, token: expected });
+        const read = await store.createToken(alice.id, { scope: 'read' });
+        expect(read.scope).toBe('read');
+        expect((await store.authenticateToken(read.token)).token.scope).toBe('read');
+        expect(await store.getToken(created.tokenId)).toEqual(expected);
+        expect(await store.listTokens(alice.id)).toEqual([expected, { ...expected, id: read.tokenId, scope: 'read' }].sort((a, b) => (a.id < b.id ? -1 : 1)));
       });
 
       it('rejects near misses, revoked and expired tokens', async () => {
         const { token, tokenId } = await store.createToken(alice.id);
         const last = token.slice(-1) === 'A' ? 'B' : 'A';
-        expect(await store.authenticateToken(token.slice(0, -1) + last)).toBeUndefined();
-        expect(await store.authenticateToken(token.toUpperCase())).toBeUndefined();
-        expect(await store.authenticateToken(` ${token}`)).toBeUndefined();
+        await expectCode(store.authenticateToken(token.slice(0, -1) + last), 'PW_UNAUTHENTICATED');
+        await expectCode(store.authenticateToken(token.toUpperCase()), 'PW_UNAUTHENTICATED');
+        await expectCode(store.authenticateToken(` ${token}`), 'PW_UNAUTHENTICATED');
+        const revokedAt = clock;
         expect(await store.revokeToken(tokenId)).toBe(true);
+        clock += 1;
         expect(await store.revokeToken(tokenId)).toBe(true);
-        expect(await store.authenticateToken(token)).toBeUndefined();
+        await expectCode(store.authenticateToken(token), 'PW_TOKEN_REVOKED');
+        expect((await store.getToken(tokenId))?.revokedAt).toBe(revokedAt);
 
         const expiring = await store.createToken(alice.id, { expiresAt: clock + HOUR_MS });
         expect(expiring.expiresAt).toBe(clock + HOUR_MS);
-        expect(await store.authenticateToken(expiring.token)).toEqual(alice);
+        expect((await store.authenticateToken(expiring.token)).user).toEqual(alice);
         clock += HOUR_MS;
-        expect(await store.authenticateToken(expiring.token)).toBeUndefined();
+        await expectCode(store.authenticateToken(expiring.token), 'PW_TOKEN_EXPIRED');
       });
 
       it('answers undefined for garbage tokens and false for unknown token IDs', async () => {
         await store.createToken(alice.id);
-        for (const garbage of GARBAGE_STRINGS) expect(await store.authenticateToken(garbage)).toBeUndefined();
-        for (const garbage of [undefined, null, 42, {}] as unknown[]) expect(await store.authenticateToken(garbage as string)).toBeUndefined();
+        for (const garbage of [...GARBAGE_STRINGS, undefined, null, 42, {}] as unknown[]) {
+          await expectCode(store.authenticateToken(garbage as string), 'PW_UNAUTHENTICATED');
+        }
+        for (const garbage of GARBAGE_STRINGS) {
+          expect(await store.getToken(garbage)).toBeUndefined();
+          expect(await store.revokeToken(garbage)).toBe(false);
+        }
         expect(await store.revokeToken('tok_aaaaaaaaaaaaaaaa')).toBe(false);
       });
 
@@ -136,6 +158,8 @@ export function describeStoreContract(name: string, makeStore: (deps: StoreContr
         expect(() => store.createToken('alice')).toThrow(TypeError);
         expect(() => store.createToken(alice.id, { expiresAt: -1 })).toThrow(RangeError);
         expect(() => store.createToken(alice.id, { expiresAt: Number.NaN })).toThrow(RangeError);
+        expect(() => store.createToken(alice.id, { scope: 'admin' as 'read' })).toThrow(TypeError);
+        expect(() => store.listTokens('alice')).toThrow(TypeError);
       });
     });
 
@@ -255,6 +279,7 @@ export function describeStoreContract(name: string, makeStore: (deps: StoreContr
         const alice = await store.createUser('alice');
         const cert = await store.recordUserCert(alice.id, FP_A, FP_B);
         expect(cert).toEqual({ fingerprint: FP_A, userId: alice.id, keyFingerprint: FP_B, createdAt: clock });
+        expect(cert.token).toBeUndefined();
         expect(await store.recordUserCert(alice.id, FP_A, FP_B)).toEqual(cert);
         expect(await store.getUserCert(FP_A)).toEqual(cert);
         const revokedAt = clock;
@@ -265,6 +290,8 @@ export function describeStoreContract(name: string, makeStore: (deps: StoreContr
         for (const garbage of GARBAGE_STRINGS) expect(await store.getUserCert(garbage)).toBeUndefined();
       });
     });
+
+    describeStoreContractMore(factory, () => ({ store, clock, setClock: (ms: number) => (clock = ms) }));
 
     describe('close', () => {
       it('is idempotent and makes later calls reject with PW_SHUTTING_DOWN', async () => {

@@ -24,7 +24,7 @@ describe('relay metrics endpoint', () => {
   it('serves Prometheus text on loopback with the live gauges and counters', async () => {
     const dir = await makeTempDir(disposer);
     const data = path.join(dir, 'relay');
-    await relayInit(data, []);
+    await relayInit({ data }, []);
     const relay = new Relay({ log: silentLogger() }, parseRelayOptions({ dataDir: data, listen: { host: '127.0.0.1', port: 0 }, metricsListen: { host: '127.0.0.1', port: 0 } }));
     await relay.start();
     disposer.add(() => relay.stop());
@@ -46,7 +46,7 @@ describe('relay metrics endpoint', () => {
     expect(isLoopback('10.0.0.1')).toBe(false);
     const dir = await makeTempDir(disposer);
     const data = path.join(dir, 'relay');
-    await relayInit(data, []);
+    await relayInit({ data }, []);
     const relay = new Relay({ log: silentLogger() }, parseRelayOptions({ dataDir: data, listen: { host: '127.0.0.1', port: 0 }, metricsListen: { host: '0.0.0.0', port: 0 } }));
     await expect(relay.start()).rejects.toMatchObject({ code: 'PW_CONFIG_INVALID' } as Partial<PortwayError>);
   });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { idSchema } from '../../protocol';
 import { hashSecret, isId, isSecretShaped, newId, newSecret, SqliteStore } from '../../relay/src/store';
+import { SQLITE_MIGRATIONS } from '../../relay/src/store/sqlite-schema';
 import { describeStoreContract } from '../helpers/store-contract';
 
 let dir: string;
@@ -15,8 +16,11 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describeStoreContract('SqliteStore (file)', (deps) => SqliteStore.open({ path: nextPath() }, deps));
-describeStoreContract('SqliteStore (:memory:)', (deps) => SqliteStore.open({ path: ':memory:' }, deps));
+describeStoreContract('SqliteStore (file)', {
+  make: (deps) => SqliteStore.open({ path: nextPath() }, deps),
+  reopen: (deps) => SqliteStore.open({ path: join(dir, `store-${fileCount}.db`) }, deps),
+});
+describeStoreContract('SqliteStore (:memory:)', { make: (deps) => SqliteStore.open({ path: ':memory:' }, deps) });
 
 describe('IDs and secrets', () => {
   it('newId matches the protocol idSchema for every prefix and does not repeat', () => {
@@ -55,7 +59,7 @@ describe('SqliteStore on disk', () => {
     const probe = new Database(path, { readonly: true });
     try {
       expect(probe.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(probe.prepare('SELECT version FROM schema_version').all()).toEqual([{ version: 1 }]);
+      expect(probe.prepare('SELECT version FROM schema_version ORDER BY version').all()).toEqual([{ version: 1 }, { version: 2 }]);
     } finally {
       probe.close();
     }
@@ -69,11 +73,30 @@ describe('SqliteStore on disk', () => {
     const { token } = await first.createToken(alice.id);
     await first.close();
     const second = await SqliteStore.open({ path });
-    expect(await second.authenticateToken(token)).toEqual(alice);
+    expect((await second.authenticateToken(token)).user).toEqual(alice);
     await second.close();
     const probe = new Database(path, { readonly: true });
-    expect(probe.prepare('SELECT COUNT(*) AS n FROM schema_version').get()).toEqual({ n: 1 });
+    expect(probe.prepare('SELECT COUNT(*) AS n FROM schema_version').get()).toEqual({ n: 2 });
     probe.close();
+  });
+
+  it('migrates a schema-1 database, keeping its data: old tokens get scope connect, old certificates no token', async () => {
+    const path = nextPath();
+    const db = new Database(path);
+    db.exec('CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at INTEGER NOT NULL)');
+    db.exec(SQLITE_MIGRATIONS[0] as string);
+    db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (1, 0)').run();
+    const token = newSecret('pwt');
+    db.prepare('INSERT INTO users (id, name, is_admin, created_at) VALUES (?, ?, 0, 5)').run('usr_aaaaaaaaaaaaaaaa', 'old');
+    db.prepare('INSERT INTO api_tokens (id, user_id, token_hash, created_at) VALUES (?, ?, ?, 6)').run('tok_aaaaaaaaaaaaaaaa', 'usr_aaaaaaaaaaaaaaaa', hashSecret(token));
+    db.prepare('INSERT INTO user_certs (fingerprint, user_id, key_fingerprint, created_at) VALUES (?, ?, ?, 7)').run('a'.repeat(64), 'usr_aaaaaaaaaaaaaaaa', 'b'.repeat(64));
+    db.close();
+    const store = await SqliteStore.open({ path });
+    const auth = await store.authenticateToken(token);
+    expect(auth.token).toEqual({ id: 'tok_aaaaaaaaaaaaaaaa', userId: 'usr_aaaaaaaaaaaaaaaa', scope: 'connect', createdAt: 6 });
+    expect(await store.getUserCert('a'.repeat(64))).toEqual({ fingerprint: 'a'.repeat(64), userId: 'usr_aaaaaaaaaaaaaaaa', keyFingerprint: 'b'.repeat(64), createdAt: 7 });
+    expect(await store.listAudit({ limit: 5 })).toEqual([]);
+    await store.close();
   });
 
   it('stores secrets only as hashes', async () => {

@@ -1,12 +1,15 @@
 /**
  * The relay's management API (ALPN http/1.1 on the relay port). JSON in and out; errors are
  * `{ ok: false, code, message }` with a fitting HTTP status. Users authenticate with `Authorization: Bearer`.
+ * A `read` token may use GET routes and log in (its certificate then cannot open streams); changes need
+ * `connect`. Devices shared with a user are listed with only the services shared.
  *
  *   POST /v1/enroll      { enrollKey, name, csr }  -> { deviceId, certificate, caCertificate }     (no bearer)
  *   POST /v1/login       { csr }                   -> { userId, userName, certificate, caCertificate }
  *   GET  /v1/devices                               -> { devices: DeviceView[] }   (with the latest telemetry)
  *   GET  /v1/devices/:nameOrId                     -> DeviceView
  *   GET  /v1/ca                                    -> CA certificate (PEM)
+ *   /v1/tokens…, /v1/shares…, /v1/audit             token-routes.ts, share-routes.ts, audit-routes.ts
  *   GET  /v1/health                                -> { ok: true }
  */
 import http from 'node:http';
@@ -14,11 +17,15 @@ import { z } from 'zod';
 import { ERRORS, nameSchema, PortwayError, type DeviceTelemetry, type ErrorCode } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { parseCsr, spkiFingerprint, certFingerprint } from '../../../shared/x509';
-import { canReach } from '../access';
+import { canReach, reachableServices } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { CertificateAuthority } from '../pki';
-import { newId, type Device, type Store, type User } from '../store';
+import { newId, type Device, type Share, type Store, type TokenAuth, type User } from '../store';
 import type { Connection } from '../tls-front';
+import type { ApiRoutes } from './api-route';
+import { auditRoutes } from './audit-routes';
+import { shareRoutes } from './share-routes';
+import { tokenRoutes } from './token-routes';
 
 const enrollSchema = z.object({ enrollKey: z.string().min(1).max(256), name: nameSchema, csr: z.string().min(1).max(8192) });
 const loginSchema = z.object({ csr: z.string().min(1).max(8192) });
@@ -27,6 +34,9 @@ const STATUS_FOR: Partial<Record<ErrorCode, number>> = {
   PW_BAD_REQUEST: 400,
   PW_BAD_CSR: 400,
   PW_UNAUTHENTICATED: 401,
+  PW_TOKEN_EXPIRED: 401,
+  PW_TOKEN_REVOKED: 401,
+  PW_SCOPE_INSUFFICIENT: 403,
   PW_ENROLL_KEY_INVALID: 403,
   PW_NOT_AUTHORIZED: 403,
   PW_NOT_FOUND: 404,
@@ -60,6 +70,7 @@ export interface DeviceView {
 
 export class HttpApi {
   private readonly server: http.Server;
+  private readonly routes: readonly ApiRoutes[];
 
   constructor(
     private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry },
@@ -68,6 +79,7 @@ export class HttpApi {
     this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
+    this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store })];
     this.server.on('clientError', (err, socket) => {
       this.deps.log.info({ code: (err as NodeJS.ErrnoException).code }, 'relay.http.client_error');
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -93,18 +105,24 @@ export class HttpApi {
       return;
     }
     if (route === 'POST /v1/enroll') return this.enroll(req, res);
-    const user = await this.authenticate(req);
-    if (route === 'POST /v1/login') return this.login(req, res, user);
+    const auth = await this.authenticate(req);
+    const user = auth.user;
+    if (route === 'POST /v1/login') return this.login(req, res, auth);
     if (route === 'GET /v1/devices') {
-      const devices = (await this.deps.store.listDevices()).filter((d) => canReach(user, d));
-      return this.send(res, 200, { devices: devices.map((d) => this.view(d)) });
+      const devices = await this.reachable(user, await this.deps.store.listDevices());
+      return this.send(res, 200, { devices: devices.map(({ device, share }) => this.sharedView(user, device, share)) });
     }
     const deviceMatch = /^GET \/v1\/devices\/([^/]{1,64})$/.exec(route);
     if (deviceMatch) {
-      const found = (await this.deps.store.findDevices(decodeURIComponent(deviceMatch[1] as string))).filter((d) => canReach(user, d));
+      const found = await this.reachable(user, await this.deps.store.findDevices(decodeURIComponent(deviceMatch[1] as string)));
       if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE');
       if (found.length > 1) throw new PortwayError('PW_BAD_REQUEST', 'several devices have this name; use the device ID');
-      return this.send(res, 200, this.view(found[0] as Device));
+      const { device, share } = found[0] as { device: Device; share?: Share };
+      return this.send(res, 200, this.sharedView(user, device, share));
+    }
+    for (const routes of this.routes) {
+      const reply = await routes({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, auth, source: req.socket.remoteAddress ?? '?', body: () => this.readJson(req) });
+      if (reply) return this.send(res, reply.status, reply.body);
     }
     throw new PortwayError('PW_NOT_FOUND', `no such API route: ${route.slice(0, 100)}`);
   }
@@ -125,6 +143,21 @@ export class HttpApi {
     };
   }
 
+  /** The devices this user may reach, each with its share when reached through one. */
+  private async reachable(user: User, devices: readonly Device[]): Promise<{ device: Device; share?: Share }[]> {
+    const shares = user.isAdmin ? [] : await this.deps.store.listShares({ userId: user.id });
+    return devices.flatMap((device) => {
+      const share = shares.find((s) => s.deviceId === device.id);
+      return canReach(user, device, share) ? [{ device, ...(share ? { share } : {}) }] : [];
+    });
+  }
+
+  /** A device's view with only the services this user may reach. */
+  private sharedView(user: User, device: Device, share: Share | undefined): DeviceView {
+    const view = this.view(device);
+    return { ...view, services: reachableServices(user, device, share, view.services) };
+  }
+
   private async enroll(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const body = enrollSchema.safeParse(await this.readJson(req));
     if (!body.success) throw new PortwayError('PW_BAD_REQUEST', describeIssues(body.error));
@@ -143,22 +176,28 @@ export class HttpApi {
     this.send(res, 200, { deviceId, certificate, caCertificate: this.deps.ca.certPem });
   }
 
-  private async login(req: http.IncomingMessage, res: http.ServerResponse, user: User): Promise<void> {
+  /**
+   * Issue a user certificate bound to the token used: the store records the token with it, so the data plane
+   * applies the token's scope, expiry and revocation to the certificate; it also expires no later than the token.
+   */
+  private async login(req: http.IncomingMessage, res: http.ServerResponse, auth: TokenAuth): Promise<void> {
+    const { user, token } = auth;
     const body = loginSchema.safeParse(await this.readJson(req));
     if (!body.success) throw new PortwayError('PW_BAD_REQUEST', describeIssues(body.error));
     const csr = parseCsr(body.data.csr);
-    const certificate = this.deps.ca.issueUserCert({ userId: user.id, name: user.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs: this.options.userCertValidityMs });
-    await this.deps.store.recordUserCert(user.id, certFingerprint(certificate), spkiFingerprint(csr.publicKeySpkiDer));
-    this.deps.log.info({ userId: user.id }, 'relay.user.certificate_issued');
+    const validityMs = token.expiresAt === undefined ? this.options.userCertValidityMs : Math.max(1000, Math.min(this.options.userCertValidityMs, token.expiresAt - Date.now()));
+    const certificate = this.deps.ca.issueUserCert({ userId: user.id, name: user.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs });
+    await this.deps.store.recordUserCert(user.id, certFingerprint(certificate), spkiFingerprint(csr.publicKeySpkiDer), { tokenId: token.id });
+    await this.deps.store.appendAudit({ actor: user.id, action: 'user.login', target: token.id, source: req.socket.remoteAddress ?? '?', outcome: 'ok' });
+    this.deps.log.info({ userId: user.id, tokenId: token.id, scope: token.scope }, 'relay.user.certificate_issued');
     this.send(res, 200, { userId: user.id, userName: user.name, certificate, caCertificate: this.deps.ca.certPem });
   }
 
-  private async authenticate(req: http.IncomingMessage): Promise<User> {
-    const header = req.headers.authorization ?? '';
-    const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
-    const user = match ? await this.deps.store.authenticateToken(match[1] as string) : undefined;
-    if (!user) throw new PortwayError('PW_UNAUTHENTICATED', 'missing or invalid API token');
-    return user;
+  /** The bearer token's user and scope; PW_UNAUTHENTICATED, PW_TOKEN_EXPIRED or PW_TOKEN_REVOKED. */
+  private authenticate(req: http.IncomingMessage): Promise<TokenAuth> {
+    const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(req.headers.authorization ?? '');
+    if (!match) return Promise.reject(new PortwayError('PW_UNAUTHENTICATED', 'missing or invalid API token'));
+    return this.deps.store.authenticateToken(match[1] as string);
   }
 
   private readJson(req: http.IncomingMessage): Promise<unknown> {

@@ -22,7 +22,7 @@ import {
 } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { readFrame } from '../../../shared/read-frame';
-import { canReach } from '../access';
+import { canReach, checkCertToken } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { Device, Store, User } from '../store';
 import { dropConnection, type Connection } from '../tls-front';
@@ -149,17 +149,24 @@ export class DataPlane {
     if (conn.peer.role === 'none') throw new PortwayError('PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
     if (conn.peer.role !== 'user' || !conn.peer.id || !conn.peer.certFingerprint) throw new PortwayError('PW_WRONG_ROLE', 'a device certificate cannot open streams as a user');
     const [user, cert] = await Promise.all([this.deps.store.getUser(conn.peer.id), this.deps.store.getUserCert(conn.peer.certFingerprint)]);
-    if (!user || !cert || cert.revokedAt !== undefined || cert.userId !== user.id) throw new PortwayError('PW_UNAUTHENTICATED', 'user unknown or certificate revoked');
+    if (!user || !cert || cert.userId !== user.id) throw new PortwayError('PW_UNAUTHENTICATED', 'user unknown or certificate not on record');
+    checkCertToken(cert, Date.now()); // the token the certificate was issued with: revoked, expired, read-only
+    if (cert.revokedAt !== undefined) throw new PortwayError('PW_UNAUTHENTICATED', 'certificate revoked');
     return user;
   }
 
   private async resolveDevice(user: User, open: ClientOpen): Promise<Device> {
     const found = await this.deps.store.findDevices(open.device);
     if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(open.device)}`);
-    const visible = found.filter((d) => canReach(user, d));
+    // Shares are looked up only for devices the user neither owns nor reaches as an admin.
+    const shares = await Promise.all(found.map((d) => (user.isAdmin || d.ownerUserId === user.id ? undefined : this.deps.store.getShare(d.id, user.id))));
+    const visible = found.filter((d, i) => canReach(user, d, shares[i]));
     if (visible.length === 0) throw new PortwayError('PW_NOT_AUTHORIZED', `not authorized to reach ${JSON.stringify(open.device)}`);
     if (visible.length > 1) throw new PortwayError('PW_BAD_REQUEST', `several devices are named ${JSON.stringify(open.device)}; use the device ID`);
     const device = visible[0] as Device;
+    if (!canReach(user, device, shares[found.indexOf(device)], open.service)) {
+      throw new PortwayError('PW_NOT_AUTHORIZED', `not authorized to reach service ${JSON.stringify(open.service)} on ${device.name}`);
+    }
     if (!this.deps.registry.isOnline(device.id)) throw new PortwayError('PW_DEVICE_OFFLINE', `device ${device.name} is offline`);
     if (!this.deps.registry.services(device.id).some((s) => s.name === open.service)) {
       throw new PortwayError('PW_SERVICE_NOT_EXPOSED', `device ${device.name} does not expose a service named ${JSON.stringify(open.service)}`);

@@ -1,7 +1,7 @@
 /**
  * SQLite schema, as ordered migrations: migration N (1-based) brings the schema to version N. Applied on
- * open, each in one transaction with its row in `schema_version`. Never edit a released migration; add one.
- * Plain SQL types and statements only, so the PostgreSQL store can mirror it (INTEGER times → BIGINT).
+ * open, each in its own transaction with its row in `schema_version`. Never edit a released migration; add
+ * one, and its PostgreSQL twin in pg-schema.ts (INTEGER times → BIGINT), in the same change.
  */
 export const SQLITE_MIGRATIONS: readonly string[] = [
   `
@@ -44,6 +44,31 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     key_fingerprint TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
+  );
+  `,
+  // 2: token scopes, certificates tied to the token they were issued with, shares, audit log.
+  `
+  ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'connect' CHECK (scope IN ('read', 'connect'));
+  CREATE INDEX api_tokens_by_user ON api_tokens (user_id);
+  ALTER TABLE user_certs ADD COLUMN token_id TEXT REFERENCES api_tokens (id);
+  CREATE INDEX user_certs_by_token ON user_certs (token_id);
+  CREATE TABLE shares (
+    device_id TEXT NOT NULL REFERENCES devices (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    services TEXT,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (device_id, user_id)
+  );
+  CREATE INDEX shares_by_user ON shares (user_id);
+  CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    source TEXT,
+    outcome TEXT NOT NULL
   );
   `,
 ];

@@ -1,16 +1,17 @@
 /**
  * The relay's persistent state behind one database-agnostic interface: users, API tokens, enrollment keys,
- * devices and user certificates. Implementations: SqliteStore (now), PostgreSQL (later); both must pass
- * test/helpers/store-contract.ts.
+ * devices, user certificates, shares and the audit log. One implementation (SqlStore, sql-store.ts) over two
+ * drivers: SQLite (embedded, the default) and PostgreSQL (several relays). Both pass test/helpers/store-contract.ts.
  *
  * Times are milliseconds since the epoch. Secrets (API tokens `pwt_…`, enrollment keys `pwk_…`) are
  * returned in plaintext once, at creation, and stored only as SHA-256 hashes.
  *
  * Errors: bad arguments (wrong types, invalid names or IDs from the caller) throw TypeError/RangeError
  * synchronously; operational failures reject with a PortwayError — PW_NAME_TAKEN, PW_NOT_FOUND (unknown
- * user referenced), PW_UNKNOWN_DEVICE, PW_ENROLL_KEY_INVALID, PW_SHUTTING_DOWN (after close), PW_INTERNAL.
- * Lookups with credentials or names from peers (authenticateToken, consumeEnrollKey, getDevice,
- * findDevices, getUser*, getUserCert) accept any string and answer "not found" for garbage.
+ * user referenced), PW_UNKNOWN_DEVICE, PW_ENROLL_KEY_INVALID, PW_UNAUTHENTICATED, PW_TOKEN_EXPIRED,
+ * PW_TOKEN_REVOKED, PW_SHUTTING_DOWN (after close), PW_INTERNAL. Lookups with credentials or names from peers
+ * (authenticateToken, consumeEnrollKey, getDevice, findDevices, getUser*, getUserCert, getToken, getShare)
+ * accept any string and answer "not found" (or PW_UNAUTHENTICATED / PW_ENROLL_KEY_INVALID) for garbage.
  */
 
 export interface User {
@@ -20,11 +21,31 @@ export interface User {
   readonly createdAt: number;
 }
 
+/** `read`: list and show devices, list own tokens and shares. `connect`: also open streams and change things. */
+export type TokenScope = 'read' | 'connect';
+export const TOKEN_SCOPES: readonly TokenScope[] = ['read', 'connect'];
+
+export interface ApiToken {
+  readonly id: string;
+  readonly userId: string;
+  readonly scope: TokenScope;
+  readonly createdAt: number;
+  readonly expiresAt?: number;
+  readonly revokedAt?: number;
+}
+
 export interface CreatedToken {
   readonly tokenId: string;
   /** Plaintext `pwt_…`: shown once, never stored. */
   readonly token: string;
+  readonly scope: TokenScope;
   readonly expiresAt?: number;
+}
+
+/** A valid (known, unexpired, unrevoked) token and its user. */
+export interface TokenAuth {
+  readonly user: User;
+  readonly token: ApiToken;
 }
 
 export interface CreatedEnrollKey {
@@ -69,7 +90,38 @@ export interface UserCert {
   readonly keyFingerprint: string;
   readonly createdAt: number;
   readonly revokedAt?: number;
+  /**
+   * The API token the certificate was issued with (at `portway login`): its scope bounds what the certificate
+   * may do, and revoking the token revokes the certificate. Absent for certificates recorded before schema 2.
+   */
+  readonly token?: ApiToken;
 }
+
+/** A device shared by its owner with another user: every service, or only those listed. */
+export interface Share {
+  readonly deviceId: string;
+  readonly userId: string;
+  /** Service names; absent = every service of the device. */
+  readonly services?: readonly string[];
+  readonly createdAt: number;
+  readonly createdBy: string;
+}
+
+export interface AuditEntry {
+  readonly id: number;
+  readonly at: number;
+  /** User ID, or a component name such as `relay` for actions nobody asked for. */
+  readonly actor: string;
+  /** Dotted event id: `share.create`, `token.revoke`, `device.claim`… */
+  readonly action: string;
+  readonly target?: string;
+  /** Network address the request came from. */
+  readonly source?: string;
+  /** `ok`, or the PW_* code the action was refused with. */
+  readonly outcome: string;
+}
+
+export type NewAuditEntry = Omit<AuditEntry, 'id' | 'at'>;
 
 export interface Store {
   createUser(name: string, options?: { readonly isAdmin?: boolean }): Promise<User>;
@@ -77,10 +129,14 @@ export interface Store {
   getUserByName(name: string): Promise<User | undefined>;
   listUsers(): Promise<User[]>;
 
-  createToken(userId: string, options?: { readonly expiresAt?: number }): Promise<CreatedToken>;
-  /** The token's user, or undefined for unknown, malformed, expired or revoked tokens. */
-  authenticateToken(token: string): Promise<User | undefined>;
-  /** False when there was no such token. Idempotent. */
+  /** Scope defaults to `connect`. */
+  createToken(userId: string, options?: { readonly expiresAt?: number; readonly scope?: TokenScope }): Promise<CreatedToken>;
+  /** Rejects PW_UNAUTHENTICATED (unknown or malformed), PW_TOKEN_EXPIRED or PW_TOKEN_REVOKED. One statement. */
+  authenticateToken(token: string): Promise<TokenAuth>;
+  getToken(tokenId: string): Promise<ApiToken | undefined>;
+  /** A user's tokens, revoked and expired ones included, oldest first. */
+  listTokens(userId: string): Promise<ApiToken[]>;
+  /** Revokes the token and every user certificate issued with it, in one transaction. False when there was no such token. Idempotent. */
   revokeToken(tokenId: string): Promise<boolean>;
 
   createEnrollKey(options: { readonly ownerUserId?: string; readonly uses?: number; readonly expiresAt: number }): Promise<CreatedEnrollKey>;
@@ -100,9 +156,22 @@ export interface Store {
   /** False when there was no such device. Idempotent: the first revocation time is kept. */
   revokeDevice(id: string): Promise<boolean>;
 
-  recordUserCert(userId: string, fingerprint: string, keyFingerprint: string): Promise<UserCert>;
+  /** `tokenId`: the token the certificate is issued with; it must belong to the user (else PW_NOT_FOUND). */
+  recordUserCert(userId: string, fingerprint: string, keyFingerprint: string, options?: { readonly tokenId?: string }): Promise<UserCert>;
   getUserCert(fingerprint: string): Promise<UserCert | undefined>;
   revokeUserCert(fingerprint: string): Promise<boolean>;
+
+  /** Create or replace the share of a device with a user. Rejects PW_UNKNOWN_DEVICE, PW_NOT_FOUND (user). */
+  shareDevice(share: { readonly deviceId: string; readonly userId: string; readonly services?: readonly string[]; readonly createdBy: string }): Promise<Share>;
+  /** False when there was no such share. */
+  unshareDevice(deviceId: string, userId: string): Promise<boolean>;
+  getShare(deviceId: string, userId: string): Promise<Share | undefined>;
+  /** Shares of one device or with one user, oldest first. */
+  listShares(filter: { readonly deviceId: string } | { readonly userId: string }): Promise<Share[]>;
+
+  appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
+  /** Newest first; at most `limit` (1..MAX_AUDIT_PAGE) entries with an id below `beforeId` when given. */
+  listAudit(options: { readonly limit: number; readonly beforeId?: number }): Promise<AuditEntry[]>;
 
   /** Idempotent; every later call rejects PW_SHUTTING_DOWN. */
   close(): Promise<void>;
