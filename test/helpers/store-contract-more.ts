@@ -95,6 +95,9 @@ export function describeStoreContractMore(factory: StoreFactory, ctx: () => Cont
         expect(await store.listShares({ deviceId: garbage })).toEqual([]);
         expect(await store.listShares({ userId: garbage })).toEqual([]);
         expect(await store.unshareDevice(garbage, garbage)).toBe(false);
+        expect(await store.revokeDevice(garbage)).toBe(garbage === pi.id);
+        expect(await store.revokeEnrollKey(garbage)).toBe(false);
+        expect(await store.revokeUserCert(garbage)).toBe(false);
       }
     });
   });
@@ -164,7 +167,8 @@ export function describeStoreContractMore(factory: StoreFactory, ctx: () => Cont
 
         const again = await reopen({ now });
         try {
-          expect(await again.listUsers()).toEqual(await Promise.all([owner, bob].map((u) => again.getUser(u.id))));
+          const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : 1);
+          expect((await again.listUsers()).sort(byId)).toEqual([owner, bob].sort(byId));
           expect((await again.authenticateToken(token.token)).token).toEqual({ id: token.tokenId, userId: owner.id, scope: 'read', createdAt: now(), expiresAt: now() + HOUR_MS });
           await expectCode(again.authenticateToken(revoked.token), 'PW_TOKEN_REVOKED');
           expect(await again.consumeEnrollKey(key.key)).toEqual({ keyId: key.keyId, ownerUserId: owner.id });

@@ -9,9 +9,9 @@ export interface PgStoreOptions {
 
 export class PgStore extends SqlStore {
   /** Connect and migrate. Rejects PW_STORE_UNAVAILABLE, PW_STORE_UNSUPPORTED. */
-  static async open(options: PgStoreOptions, deps: StoreDeps = {}): Promise<PgStore> {
+  static open(options: PgStoreOptions, deps: StoreDeps = {}): Promise<PgStore> {
     if (typeof options.url !== 'string' || !isPostgresUrl(options.url)) throw new TypeError('url must be a postgres:// URL');
-    return new PgStore(await PgDriver.open(options.url, deps.now ?? Date.now), deps);
+    return PgDriver.open(options.url, deps.now ?? Date.now).then((driver) => new PgStore(driver, deps));
   }
 }
 

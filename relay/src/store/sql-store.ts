@@ -112,7 +112,7 @@ export class SqlStore implements Store {
   revokeToken(tokenId: string): Promise<boolean> {
     checkString(tokenId, 'tokenId');
     return this.#run(() =>
-      this.#db.transaction(async (tx) => {
+      !isId(tokenId, 'tok') ? Promise.resolve(false) : this.#db.transaction(async (tx) => {
         const at = this.#now();
         const changed = await tx.execute('UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [at, tokenId]);
         if (changed > 0) await tx.execute('UPDATE user_certs SET revoked_at = COALESCE(revoked_at, ?) WHERE token_id = ?', [at, tokenId]);
@@ -157,7 +157,7 @@ export class SqlStore implements Store {
 
   revokeEnrollKey(keyId: string): Promise<boolean> {
     checkString(keyId, 'keyId');
-    return this.#run(async (db) => (await db.execute('UPDATE enroll_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [this.#now(), keyId])) > 0);
+    return this.#run(async (db) => isId(keyId, 'key') && (await db.execute('UPDATE enroll_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [this.#now(), keyId])) > 0);
   }
 
   // ---- devices
@@ -217,7 +217,7 @@ export class SqlStore implements Store {
 
   revokeDevice(id: string): Promise<boolean> {
     checkString(id, 'id');
-    return this.#run(async (db) => (await db.execute('UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [this.#now(), id])) > 0);
+    return this.#run(async (db) => isId(id, 'dev') && (await db.execute('UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [this.#now(), id])) > 0);
   }
 
   // ---- user certificates
@@ -248,7 +248,7 @@ export class SqlStore implements Store {
 
   revokeUserCert(fingerprint: string): Promise<boolean> {
     checkString(fingerprint, 'fingerprint');
-    return this.#run(async (db) => (await db.execute('UPDATE user_certs SET revoked_at = COALESCE(revoked_at, ?) WHERE fingerprint = ?', [this.#now(), fingerprint])) > 0);
+    return this.#run(async (db) => FINGERPRINT.test(fingerprint) && (await db.execute('UPDATE user_certs SET revoked_at = COALESCE(revoked_at, ?) WHERE fingerprint = ?', [this.#now(), fingerprint])) > 0);
   }
 
   // ---- shares
@@ -273,7 +273,7 @@ export class SqlStore implements Store {
   unshareDevice(deviceId: string, userId: string): Promise<boolean> {
     checkString(deviceId, 'deviceId');
     checkString(userId, 'userId');
-    return this.#run(async (db) => (await db.execute('DELETE FROM shares WHERE device_id = ? AND user_id = ?', [deviceId, userId])) > 0);
+    return this.#run(async (db) => isId(deviceId, 'dev') && isId(userId, 'usr') && (await db.execute('DELETE FROM shares WHERE device_id = ? AND user_id = ?', [deviceId, userId])) > 0);
   }
 
   getShare(deviceId: string, userId: string): Promise<Share | undefined> {
