@@ -90,7 +90,7 @@ describe('systemd units', () => {
     expect(s.has('MemoryDenyWriteExecute')).toBe(false);
   });
 
-  it('the agent unit runs the bundle as portway:dialout with only serial devices, no capabilities, no watchdog yet', () => {
+  it('the agent unit runs the bundle as portway:dialout with only serial devices, no capabilities, under a watchdog', () => {
     const s = unitSettings(readFileSync(path.join(UNITS_DIR, 'portway-agent.service'), 'utf8'));
     expect(s.get('ExecStart')).toEqual(['/usr/bin/node /usr/lib/portway/portway-agent.js --config /etc/portway/agent.json']);
     expect(s.get('StateDirectory')).toEqual(['portway']);
@@ -98,9 +98,10 @@ describe('systemd units', () => {
     expect(s.get('CapabilityBoundingSet')).toEqual(['']);
     expect(s.get('DeviceAllow')).toEqual(['char-ttyS rw', 'char-ttyUSB rw', 'char-ttyACM rw', 'char-ttyAMA rw']);
     expect(s.get('Wants')).toEqual(['network-online.target']);
-    // Type=notify and WatchdogSec= wait for sd_notify support in the agent.
-    expect(s.get('Type')).toEqual(['exec']);
-    expect(s.has('WatchdogSec')).toBe(false);
+    // READY=1 and WATCHDOG=1 come from systemd-notify children of the agent (test/integration/watchdog.test.ts).
+    expect(s.get('Type')).toEqual(['notify']);
+    expect(s.get('NotifyAccess')).toEqual(['all']);
+    expect(s.get('WatchdogSec')).toEqual(['60s']);
   });
 });
 
