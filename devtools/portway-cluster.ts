@@ -27,6 +27,8 @@ export interface ClusterOptions {
   /** Other agent config keys (limits such as maxStreams). */
   readonly agentConfig?: Record<string, unknown>;
   readonly logLevel?: string;
+  /** The relay's store (`--db`): a postgres:// URL; absent = SQLite in the relay's data dir. */
+  readonly relayDb?: string;
 }
 
 export interface CliResult {
@@ -146,6 +148,10 @@ export class PortwayCluster {
   get deviceName(): string {
     return this.options.deviceName ?? 'pi1';
   }
+  /** `--db URL` for every relay command, when the cluster uses PostgreSQL. */
+  get dbArgs(): string[] {
+    return this.options.relayDb === undefined ? [] : ['--db', this.options.relayDb];
+  }
   get env(): NodeJS.ProcessEnv {
     return { ...process.env, XDG_CONFIG_HOME: this.configHome };
   }
@@ -155,10 +161,10 @@ export class PortwayCluster {
     const cluster = new PortwayCluster(options);
     try {
       await fs.mkdir(options.dir, { recursive: true });
-      await cluster.mustRun(['relay', 'init', '--data', cluster.relayDir]);
+      await cluster.mustRun(['relay', 'init', '--data', cluster.relayDir, ...cluster.dbArgs]);
       cluster.caFingerprint = (await cluster.mustRun(['relay', 'ca', '--data', cluster.relayDir, '--fingerprint'])).stdout.trim();
-      cluster.token = (await cluster.mustRun(['relay', 'user', 'add', 'alice', '--data', cluster.relayDir])).stdout.trim();
-      cluster.enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', '5'])).stdout.trim();
+      cluster.token = (await cluster.mustRun(['relay', 'user', 'add', 'alice', '--data', cluster.relayDir, ...cluster.dbArgs])).stdout.trim();
+      cluster.enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', '5', ...cluster.dbArgs])).stdout.trim();
       await fs.writeFile(path.join(options.dir, 'relay.json'), JSON.stringify(options.relayConfig ?? {}));
       cluster.relayPort = await findFreePort();
       await cluster.startRelay();
@@ -215,7 +221,7 @@ export class PortwayCluster {
   }
 
   async startRelay(): Promise<ManagedProcess> {
-    const relay = this.spawnCli(['relay', '--data', this.relayDir, '--listen', this.relayAddress, '--config', path.join(this.dir, 'relay.json'), '--log-level', this.options.logLevel ?? 'info']);
+    const relay = this.spawnCli(['relay', '--data', this.relayDir, ...this.dbArgs, '--listen', this.relayAddress, '--config', path.join(this.dir, 'relay.json'), '--log-level', this.options.logLevel ?? 'info']);
     this.relay = relay;
     await relay.waitForLine(isEvent('relay.started'), 20_000, 'relay.started');
     return relay;

@@ -178,15 +178,14 @@ export class HttpApi {
 
   /**
    * Issue a user certificate bound to the token used: the store records the token with it, so the data plane
-   * applies the token's scope, expiry and revocation to the certificate; it also expires no later than the token.
+   * applies the token's scope, expiry and revocation to the certificate at every stream open (and says which).
    */
   private async login(req: http.IncomingMessage, res: http.ServerResponse, auth: TokenAuth): Promise<void> {
     const { user, token } = auth;
     const body = loginSchema.safeParse(await this.readJson(req));
     if (!body.success) throw new PortwayError('PW_BAD_REQUEST', describeIssues(body.error));
     const csr = parseCsr(body.data.csr);
-    const validityMs = token.expiresAt === undefined ? this.options.userCertValidityMs : Math.max(1000, Math.min(this.options.userCertValidityMs, token.expiresAt - Date.now()));
-    const certificate = this.deps.ca.issueUserCert({ userId: user.id, name: user.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs });
+    const certificate = this.deps.ca.issueUserCert({ userId: user.id, name: user.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs: this.options.userCertValidityMs });
     await this.deps.store.recordUserCert(user.id, certFingerprint(certificate), spkiFingerprint(csr.publicKeySpkiDer), { tokenId: token.id });
     await this.deps.store.appendAudit({ actor: user.id, action: 'user.login', target: token.id, source: req.socket.remoteAddress ?? '?', outcome: 'ok' });
     this.deps.log.info({ userId: user.id, tokenId: token.id, scope: token.scope }, 'relay.user.certificate_issued');
