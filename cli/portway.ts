@@ -269,6 +269,25 @@ program
     process.stdout.write(o.json ? `${JSON.stringify(shares, null, 2)}\n` : formatShares(shares));
   });
 
+program
+  .command('console <device> <service>')
+  .description('attach this terminal to a serial service (raw mode; Ctrl-] q leaves), like screen or picocom')
+  .option('--read-only', 'a read-only tap beside the port\'s user (the service must allow taps: maxTaps)')
+  .option('--escape <char>', 'escape key: Ctrl-<char> (default ])', ']')
+  .action(async (device: string, service: string, o: { readOnly?: boolean; escape: string }) => {
+    const { runConsole } = load<typeof import('../client/src/console.js')>('../client/src/console');
+    const { parseEscape } = load<typeof import('../client/src/console-escape.js')>('../client/src/console-escape');
+    let escape: number;
+    try {
+      escape = parseEscape(o.escape);
+    } catch (err) {
+      throw new PortwayError('PW_BAD_REQUEST', (err as Error).message);
+    }
+    const outcome = await runConsole({ device, service, readOnly: o.readOnly === true, escape }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+    if (outcome === 'aborted') throw new PortwayError('PW_STREAM_ABORTED', 'the serial stream was cut');
+    process.exit(0);
+  });
+
 function readStdin(): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

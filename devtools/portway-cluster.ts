@@ -14,7 +14,8 @@ export const PORTWAY_BIN = path.basename(path.dirname(__dirname)) === 'dist' ? p
 
 export type ServiceSpec =
   | { readonly name: string; readonly type: 'tcp'; readonly target: string }
-  | { readonly name: string; readonly type: 'udp'; readonly target: string; readonly idleTimeoutMs?: number; readonly maxSessions?: number };
+  | { readonly name: string; readonly type: 'udp'; readonly target: string; readonly idleTimeoutMs?: number; readonly maxSessions?: number }
+  | { readonly name: string; readonly type: 'serial'; readonly path: string; readonly mode?: 'raw' | 'rfc2217'; readonly baudRate?: number; readonly maxTaps?: number; readonly lingerMs?: number };
 
 export interface ClusterOptions {
   readonly dir: string;

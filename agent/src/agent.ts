@@ -13,6 +13,7 @@ import type { AgentConfig, ServiceConfig } from './config';
 import { ControlChannel } from './control/control-channel';
 import { awaitStreamOpen, connectDataSocket, type DataSocket, type DataSocketTarget } from './data-socket';
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
+import { SerialServices } from './streams/serial-services';
 import { runStream } from './streams/tcp-stream';
 import { UdpSessions } from './streams/udp-sessions';
 import { TelemetryCollector, THERMAL_DIR } from './telemetry/telemetry-collector';
@@ -37,7 +38,8 @@ export class Agent {
   private readonly services: ReadonlyMap<string, ServiceConfig>;
   private readonly pooled = new Set<tls.TLSSocket>();
   private readonly streams = new Set<tls.TLSSocket>();
-  private readonly udpSessions = new UdpSessions();
+  private readonly udpSessions: UdpSessions;
+  private readonly serial: SerialServices;
   private poolSize = 0;
   private poolUntil = 0;
   private poolOpening = 0;
@@ -51,6 +53,8 @@ export class Agent {
     private readonly config: Readonly<AgentConfig>,
   ) {
     this.services = new Map(config.services.map((s) => [s.name, s]));
+    this.udpSessions = new UdpSessions(config.maxUdpSessions);
+    this.serial = new SerialServices({ log: deps.log.child({ component: 'serial' }) }, config.services, { pollMs: config.timers.serialPollMs, openTimeoutMs: config.timers.serviceConnectTimeoutMs });
   }
 
   get deviceId(): string | undefined {
@@ -76,7 +80,9 @@ export class Agent {
     this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
     this.caX509 = new X509Certificate(caPem);
     this.target = { host: relay.host, port: relay.port, secureContext: outerContext, sessions: new TlsSessionCache(), gate: new ConcurrencyGate(DATA_SOCKET_HANDSHAKES, this.config.maxStreams) };
-    const services: ServiceInfo[] = this.config.services.map((s) => ({ name: s.name, type: s.type }));
+    // Serial paths are checked first, so the first services list already says which ports are missing.
+    await this.serial.start(() => this.control?.updateServices(this.serial.describe(this.config.services)));
+    const services: ServiceInfo[] = this.serial.describe(this.config.services);
     this.control = new ControlChannel(
       { log: log.child({ component: 'control' }), now: this.now },
       { host: relay.host, port: relay.port, deviceId, secureContext: outerContext, services, version: AGENT_VERSION, timers: this.config.timers },
@@ -104,6 +110,7 @@ export class Agent {
     this.dropPool();
     this.telemetry?.stop();
     await this.control?.stop();
+    await this.serial.stop();
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
     this.udpSessions.closeAll('stopping');
     // Streams in flight get the close grace to finish, then are cut.
@@ -156,7 +163,8 @@ export class Agent {
 
   private dial(token: string): void {
     const target = this.target;
-    if (!target || this.streams.size >= this.config.maxStreams) return;
+    // UDP sessions hold a stream each but have their own cap (maxUdpSessions, per-service maxSessions).
+    if (!target || this.streams.size - this.udpSessions.total >= this.config.maxStreams) return;
     connectDataSocket(target, { kind: 'dial', token }, this.config.timers.connectTimeoutMs, this.abort.signal).then(
       (socket) => this.serve(socket),
       (err: unknown) => this.deps.log.warn({ code: (err as PortwayError).code, reason: (err as Error).message }, 'agent.dial.failed'),
@@ -221,7 +229,7 @@ export class Agent {
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services, udpSessions: this.udpSessions }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

@@ -21,9 +21,30 @@ export const udpServiceSchema = z
     maxSessions: z.number().int().positive().max(65_536).default(1024),
   })
   .strict();
-export const serviceSchema = z.discriminatedUnion('type', [tcpServiceSchema, udpServiceSchema]);
+export const serialServiceSchema = z
+  .object({
+    name: nameSchema,
+    type: z.literal('serial'),
+    /** The device node or a stable link to it (/dev/serial/by-id/...); absolute. */
+    path: z.string().min(2).max(4096).regex(/^\//, 'must be an absolute path such as /dev/ttyUSB0'),
+    baudRate: z.number().int().min(50).max(4_000_000).default(115_200),
+    dataBits: z.union([z.literal(5), z.literal(6), z.literal(7), z.literal(8)]).default(8),
+    /** mark and space exist in RFC 2217 but not in Linux termios as serialport drives it. */
+    parity: z.enum(['none', 'odd', 'even']).default('none'),
+    stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
+    rtscts: z.boolean().default(false),
+    /** raw: the port's bytes unchanged; rfc2217: Telnet COM-PORT-OPTION (line settings from the client). */
+    mode: z.enum(['raw', 'rfc2217']).default('raw'),
+    /** Read-only taps allowed besides the one writer (0: none; a tap gets PW_LIMIT_REACHED). */
+    maxTaps: z.number().int().min(0).max(16).default(0),
+    /** After the client's FIN, how long the port's bytes are still forwarded before the agent ends its side. */
+    lingerMs: z.number().int().min(0).max(60_000).default(500),
+  })
+  .strict();
+export const serviceSchema = z.discriminatedUnion('type', [tcpServiceSchema, udpServiceSchema, serialServiceSchema]);
 export type ServiceConfig = z.infer<typeof serviceSchema>;
 export type UdpServiceConfig = z.infer<typeof udpServiceSchema>;
+export type SerialServiceConfig = z.infer<typeof serialServiceSchema>;
 
 export const agentTimersSchema = z
   .object({
@@ -38,6 +59,8 @@ export const agentTimersSchema = z
     /** STREAM_OPEN on a dialed socket, and the inner TLS handshake. */
     streamHandshakeTimeoutMs: z.number().int().positive().default(10_000),
     closeGraceMs: z.number().int().positive().default(10_000),
+    /** How often the agent checks that each serial service's device path exists (unplug / replug). */
+    serialPollMs: z.number().int().min(100).max(60_000).default(1_000),
   })
   .strict();
 
@@ -51,7 +74,10 @@ export const agentConfigSchema = z
     name: nameSchema,
     services: z.array(serviceSchema).max(256).default([]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Streams at once, UDP sessions not counted (they have their own cap below). */
     maxStreams: z.number().int().positive().default(256),
+    /** UDP sessions at once over all UDP services (each service also has its own maxSessions). */
+    maxUdpSessions: z.number().int().positive().max(65_536).default(4096),
     /** Telemetry sample period (also sent on each reconnect); 0 turns telemetry off. */
     telemetryIntervalMs: z.union([z.literal(0), z.number().int().min(1_000).max(86_400_000)]).default(60_000),
     timers: agentTimersSchema.default(agentTimersSchema.parse({})),

@@ -13,6 +13,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import {
   E2E_ALPN_DATAGRAMS,
+  E2E_ALPN_SERIAL_TAP,
   e2eStatusSchema,
   encodeFrame,
   encodePreamble,
@@ -42,7 +43,7 @@ export interface StreamOpenerOptions {
   /** Primed sockets kept ready (0 disables priming). */
   readonly primed: number;
   /** 'udp': datagram streams (protocol/datagram-frames.ts), announced to the agent by inner-TLS ALPN. */
-  readonly transport?: 'tcp' | 'udp';
+  readonly transport?: 'tcp' | 'udp' | 'serial-tap';
 }
 
 type OuterSocket = RelaySocket;
@@ -183,7 +184,7 @@ export class StreamOpener {
       socket: outer.tls,
       secureContext: this.innerContext,
       servername: undefined,
-      ALPNProtocols: this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : undefined,
+      ALPNProtocols: this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : this.options.transport === 'serial-tap' ? [E2E_ALPN_SERIAL_TAP] : undefined,
       checkServerIdentity: (_host, cert) => {
         const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
         if (!uris.includes(`${URI_DEVICE_PREFIX}${status.deviceId}`)) return new PortwayError('PW_E2E_DEVICE_KEY_MISMATCH', 'end-to-end peer is not the device the relay paired');
@@ -211,6 +212,9 @@ export class StreamOpener {
           reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'the relay closed the stream during the end-to-end handshake'));
         });
       });
+      if (this.options.transport === 'serial-tap' && inner.alpnProtocol !== E2E_ALPN_SERIAL_TAP) {
+        throw new PortwayError('PW_SERVICE_TYPE_MISMATCH', `the agent on ${status.deviceId} does not offer read-only serial taps`);
+      }
       if (this.options.transport === 'udp' && inner.alpnProtocol !== E2E_ALPN_DATAGRAMS) {
         throw new PortwayError('PW_SERVICE_TYPE_MISMATCH', `the agent on ${status.deviceId} does not support UDP services`);
       }

@@ -137,6 +137,7 @@ describe('agent config (parseAgentConfig)', () => {
       services: [],
       logLevel: 'info',
       maxStreams: 256,
+      maxUdpSessions: 4096,
       telemetryIntervalMs: 60_000,
       timers: {
         keepaliveS: 25,
@@ -147,6 +148,7 @@ describe('agent config (parseAgentConfig)', () => {
         serviceConnectTimeoutMs: 5_000,
         streamHandshakeTimeoutMs: 10_000,
         closeGraceMs: 10_000,
+        serialPollMs: 1_000,
       },
     });
   });

@@ -26,6 +26,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private state: 'idle' | 'connecting' | 'online' | 'waiting' | 'stopped' = 'idle';
   private session = '';
+  private services: readonly ServiceInfo[];
   reconnects = 0;
 
   constructor(
@@ -41,6 +42,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
     },
   ) {
     super();
+    this.services = options.services;
     this.backoff = new Backoff({ baseMs: options.timers.backoffBaseMs, capMs: options.timers.backoffCapMs, stableAfterMs: options.timers.backoffStableMs });
   }
 
@@ -65,6 +67,16 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       await client.publishAsync(deviceTopic(this.options.deviceId, 'status'), JSON.stringify({ online: false, session: this.session, at: this.deps.now() }), { qos: 1, retain: true }).catch(() => undefined);
     }
     await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+  }
+
+  /** Replace the services list (a serial port came or went); republished at once when online. */
+  updateServices(services: readonly ServiceInfo[]): void {
+    this.services = services;
+    const client = this.client;
+    if (!client || this.state !== 'online') return;
+    client.publishAsync(deviceTopic(this.options.deviceId, 'services'), JSON.stringify({ services }), { qos: 1, retain: true }).catch((err: unknown) => {
+      this.deps.log.debug({ reason: (err as Error).message }, 'agent.control.services_publish_failed');
+    });
   }
 
   async reply(id: string, result: { ok: true } | { ok: false; code: string; message: string }): Promise<void> {
@@ -131,7 +143,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
   private async onConnected(client: MqttClient): Promise<void> {
     const { deviceId } = this.options;
     await client.subscribeAsync(deviceTopic(deviceId, 'cmd'), { qos: 1 });
-    await client.publishAsync(deviceTopic(deviceId, 'services'), JSON.stringify({ services: this.options.services }), { qos: 1, retain: true });
+    await client.publishAsync(deviceTopic(deviceId, 'services'), JSON.stringify({ services: this.services }), { qos: 1, retain: true });
     await client.publishAsync(deviceTopic(deviceId, 'status'), JSON.stringify({ online: true, session: this.session, version: this.options.version, at: this.deps.now() }), { qos: 1, retain: true });
     this.deps.log.info({ deviceId, reconnects: this.reconnects }, 'agent.control.online');
     this.emit('online');

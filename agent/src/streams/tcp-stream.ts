@@ -8,13 +8,14 @@
 import type { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { E2E_ALPN_DATAGRAMS, encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
+import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
 import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
 import { certFingerprint } from '../../../shared/x509';
 import type { ServiceConfig } from '../config';
 import type { DataSocket } from '../data-socket';
+import { runSerialStream, type SerialStreamDeps } from './serial-stream';
 import type { UdpSessions } from './udp-sessions';
 import { runUdpStream } from './udp-stream';
 
@@ -25,7 +26,7 @@ export interface TcpStreamOptions {
 }
 
 export async function runStream(
-  deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions },
+  deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions; serial: Omit<SerialStreamDeps, 'log'> },
   dataSocket: DataSocket,
   open: StreamOpen,
   options: TcpStreamOptions,
@@ -34,8 +35,9 @@ export async function runStream(
   const log = deps.log.child({ streamId: open.streamId, service: open.service, userId: open.user.id });
   const outer = dataSocket.tls;
   log.debug({ buffered: outer.readableLength }, 'agent.stream.open_received');
-  // A forward proxy offers E2E_ALPN_DATAGRAMS for a UDP session and nothing for a TCP stream.
-  const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true, ALPNProtocols: [E2E_ALPN_DATAGRAMS] });
+  // A forward proxy offers E2E_ALPN_DATAGRAMS for a UDP session, E2E_ALPN_SERIAL_TAP for a read-only serial
+  // tap and nothing for a byte stream (TCP, or the writer of a serial port).
+  const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true, ALPNProtocols: [E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP] });
   inner.on('error', () => {
     // Handled below: the handshake promise or the pump reports it.
   });
@@ -80,12 +82,17 @@ export async function runStream(
   }
   const service = deps.services.get(open.service);
   if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));
-  const transport = inner.alpnProtocol === E2E_ALPN_DATAGRAMS ? 'udp' : 'tcp';
-  if (transport !== service.type) {
-    const hint = service.type === 'udp' ? 'use portway connect --udp' : 'connect without --udp';
+  const transport = inner.alpnProtocol === E2E_ALPN_DATAGRAMS ? 'udp' : inner.alpnProtocol === E2E_ALPN_SERIAL_TAP ? 'serial tap' : 'tcp';
+  // A serial port is a byte stream: its writer opens a plain (tcp) stream, a tap asks for one.
+  const isSerialStream = service.type === 'serial' && (transport === 'tcp' || transport === 'serial tap');
+  if (transport !== service.type && !isSerialStream) {
+    const hint = service.type === 'udp' ? 'use portway connect --udp' : service.type === 'serial' ? 'use portway console or portway connect without --udp' : transport === 'serial tap' ? 'read-only taps exist only for serial services' : 'connect without --udp';
     return fail(new PortwayError('PW_SERVICE_TYPE_MISMATCH', `service ${open.service} is ${service.type}, the stream is ${transport}; ${hint}`));
   }
   if (service.type === 'udp') return runUdpStream({ log, sessions: deps.udpSessions }, inner, dataSocket.raw, service, options, fail);
+  if (service.type === 'serial') {
+    return runSerialStream({ log, ...deps.serial }, inner, dataSocket.raw, service, transport === 'serial tap' ? 'tap' : 'writer', options, fail);
+  }
 
   let local: net.Socket;
   try {

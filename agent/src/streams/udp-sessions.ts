@@ -1,7 +1,8 @@
 /**
  * The agent's open UDP sessions, per service and in total: each service admits at most its `maxSessions`
- * (more are refused with PW_LIMIT_REACHED), the counts go into the stream log lines (`udpSessions`) so a
- * leak shows, and `closeAll` ends every session gracefully when the agent stops.
+ * and the agent at most `maxUdpSessions` in all (more are refused with PW_LIMIT_REACHED; they do not count
+ * against `maxStreams`), the counts go into the stream log lines (`udpSessions`) so a leak shows, and
+ * `closeAll` ends every session gracefully when the agent stops.
  */
 import { PortwayError } from '../../../protocol';
 import type { DatagramCloseReason, DatagramSession } from '../../../shared/datagram-session';
@@ -19,6 +20,9 @@ export class UdpSessions {
   private readonly sessions = new Set<DatagramSession>();
   private open = 0;
 
+  /** `maxTotal`: sessions at once over all services (the agent's maxUdpSessions). */
+  constructor(private readonly maxTotal = Number.POSITIVE_INFINITY) {}
+
   get total(): number {
     return this.open;
   }
@@ -31,6 +35,7 @@ export class UdpSessions {
   acquire(service: UdpServiceConfig): UdpSessionSlot {
     const current = this.count(service.name);
     if (current >= service.maxSessions) throw new PortwayError('PW_LIMIT_REACHED', `service ${service.name} already has ${service.maxSessions} UDP sessions`);
+    if (this.open >= this.maxTotal) throw new PortwayError('PW_LIMIT_REACHED', `the agent already has ${this.maxTotal} UDP sessions (maxUdpSessions)`);
     this.perService.set(service.name, current + 1);
     this.open++;
     let held: DatagramSession | undefined;
