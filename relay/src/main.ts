@@ -20,13 +20,16 @@ function dbOf(flags: StoreFlags): string {
   return flags.db === undefined ? relayFiles(flags.data).db : checkDbSetting(flags.db);
 }
 
-/** Create the CA and server certificate, then create (or migrate) the store. */
+/**
+ * Create (or migrate) the store, then the CA and server certificate: a store that cannot be opened leaves no
+ * CA behind, so `relay init` can simply be run again once the database is fixed.
+ */
 export async function relayInit(flags: StoreFlags, names: string[]): Promise<string> {
   const db = dbOf(flags);
-  const result = await initDataDir(flags.data, names);
+  await fs.mkdir(flags.data, { recursive: true, mode: 0o700 });
   const store = await openStore(db);
   await store.close();
-  return result.caFingerprint;
+  return (await initDataDir(flags.data, names)).caFingerprint;
 }
 
 export async function relayCa(dataDir: string): Promise<{ pem: string; fingerprint: string }> {
