@@ -22,18 +22,16 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-function adminClient(database: string): pg.Client {
-  return new pg.Client({ host: PG_HOST, port: PG_PORT, user: 'postgres', database, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-}
-
-export async function createTestDatabase(): Promise<TestDatabase> {
+/** `port`: only for testing this helper's own failure (a port nothing listens on). */
+export async function createTestDatabase(port = PG_PORT): Promise<TestDatabase> {
+  const adminClient = (database: string): pg.Client => new pg.Client({ host: PG_HOST, port, user: 'postgres', database, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   const name = `portway_test_${randomBytes(6).toString('hex')}`;
   const admin = adminClient('postgres');
   try {
     await admin.connect();
   } catch (err) {
     throw new Error(
-      `PostgreSQL is not reachable on ${PG_HOST}:${PG_PORT} as user postgres (${(err as Error).message}). ` +
+      `PostgreSQL is not reachable on ${PG_HOST}:${port} as user postgres (${(err as Error).message}). ` +
         'The PostgreSQL store tests need it (CI machines run it; start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start).',
     );
   }
@@ -42,7 +40,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   } finally {
     await admin.end();
   }
-  const url = `postgres://postgres@${PG_HOST}:${PG_PORT}/${name}`;
+  const url = `postgres://postgres@${PG_HOST}:${port}/${name}`;
   let schemas = 0;
   const query = async (sql: string, params: unknown[] = []): Promise<pg.QueryResult> => {
     const client = adminClient(name);

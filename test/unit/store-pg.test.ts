@@ -4,6 +4,7 @@
  */
 import { PgStore, type Store } from '../../relay/src/store';
 import { describeStoreContract } from '../helpers/store-contract';
+import { findFreePort } from '../helpers';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg';
 
 let db: TestDatabase | undefined;
@@ -82,5 +83,9 @@ describe('PgStore on a server', () => {
   it('rejects PW_STORE_UNAVAILABLE for a database that does not exist, TypeError for a non-postgres URL', async () => {
     await expect(PgStore.open({ url: `${database().url}_missing` })).rejects.toMatchObject({ code: 'PW_STORE_UNAVAILABLE' });
     expect(() => PgStore.open({ url: '/tmp/x.db' })).toThrow(TypeError);
+  });
+
+  it('(the test helper) fails loudly, never skips, when PostgreSQL is not reachable', async () => {
+    await expect(createTestDatabase(await findFreePort())).rejects.toThrow(/^PostgreSQL is not reachable on 127\.0\.0\.1:\d+ as user postgres \(.*ECONNREFUSED/);
   });
 });
