@@ -8,3 +8,4 @@ export * from './datagram-frames';
 export * from './telnet-codec';
 export * from './rfc2217';
 export * from './serial-streams';
+export * from './tls-records';
