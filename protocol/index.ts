@@ -8,4 +8,3 @@ export * from './datagram-frames';
 export * from './telnet-codec';
 export * from './rfc2217';
 export * from './serial-streams';
-export * from './tls-records';
