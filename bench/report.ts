@@ -7,7 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-export type SectionName = 'throughput' | 'latency' | 'latency-delay' | 'memory' | 'cold';
+export type SectionName = 'throughput' | 'latency' | 'latency-delay' | 'memory' | 'cold' | 'udp' | 'serial';
 
 export interface ResultRow {
   readonly section: SectionName;
@@ -31,6 +31,8 @@ const SECTION_TITLES: Record<SectionName, string> = {
   'latency-delay': 'latency, 10 ms/link',
   memory: 'relay memory',
   cold: 'cold ssh',
+  udp: 'UDP',
+  serial: 'serial',
 };
 
 const cell = (s: string | undefined): string => (s === undefined || s === '' ? '–' : s.replace(/\|/g, '\\|').replace(/\n/g, ' '));

@@ -3,7 +3,7 @@
  * in the same run on this machine, printed as ONE markdown table on stdout (progress goes to stderr) and
  * written as JSON to .bench-out/. See docs/benchmark.md for what each figure means.
  *
- * Sections, in run order: throughput, latency (loopback), cold, latency-delay, memory. `latency` selects
+ * Sections, in run order: throughput, latency (loopback), cold, latency-delay, memory, udp, serial. `latency` selects
  * both latency sections. Everything started is stopped at the end, on SIGINT/SIGTERM and after
  * --max-minutes; a final sweep kills any descendant process still alive.
  */
@@ -17,19 +17,23 @@ import { runMemory } from './memory';
 import { machineInfo, renderTable, type ResultRow, type SectionName, writeJson } from './report';
 import { Teardown } from './teardown';
 import { runThroughput } from './throughput';
+import { runUdp } from './udp';
+import { runSerial } from './serial';
 
-const SECTION_ORDER: readonly SectionName[] = ['throughput', 'latency', 'cold', 'latency-delay', 'memory'];
+const SECTION_ORDER: readonly SectionName[] = ['throughput', 'latency', 'cold', 'latency-delay', 'memory', 'udp', 'serial'];
 const SECTION_RUNNERS: Record<SectionName, (ctx: BenchContext) => Promise<ResultRow[]>> = {
   throughput: runThroughput,
   latency: runLatencyLoopback,
   cold: runColdStart,
   'latency-delay': runLatencyDelay,
   memory: runMemory,
+  udp: runUdp,
+  serial: runSerial,
 };
 const ALIASES: Record<string, readonly SectionName[]> = { latency: ['latency', 'latency-delay'], 'latency-loopback': ['latency'], all: SECTION_ORDER };
 
 const USAGE = `usage: npm run bench -- [options]
-  --only LIST          sections: throughput, latency (= latency-loopback + latency-delay), cold, memory (default: all)
+  --only LIST          sections: throughput, latency (= latency-loopback + latency-delay), cold, memory, udp, serial (default: all)
   --duration S         iperf3 seconds per run (5)
   --reps N             runs per throughput figure (1)
   --retries N          extra attempts for a contaminated or failed throughput run (1)
@@ -80,7 +84,7 @@ function parseOptions(argv: readonly string[]): BenchOptions {
   const sections = new Set<SectionName>();
   for (const name of (values.only ?? 'all').split(',').map((s) => s.trim()).filter(Boolean)) {
     const expanded = ALIASES[name] ?? (SECTION_ORDER.includes(name as SectionName) ? [name as SectionName] : undefined);
-    if (!expanded) throw new RangeError(`--only: unknown section ${JSON.stringify(name)} (throughput, latency, latency-loopback, latency-delay, cold, memory)`);
+    if (!expanded) throw new RangeError(`--only: unknown section ${JSON.stringify(name)} (throughput, latency, latency-loopback, latency-delay, cold, memory, udp, serial)`);
     for (const s of expanded) sections.add(s);
   }
   return {

@@ -12,6 +12,8 @@ const VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
 const PIPE_HANGUP_GRACE_MS = 10_000;
 /** `portway connect --udp` on SIGTERM: how long sessions may take to close before they are cut. */
 const CONNECT_CLOSE_GRACE_MS = 5_000;
+/** `portway connect --udp`: at most one error line per code this often (the rest are counted). */
+const UDP_REPORT_INTERVAL_MS = 5_000;
 
 function fail(err: unknown): never {
   if (err instanceof PortwayError) {
@@ -169,7 +171,16 @@ program
     if (o.udp) {
       if (o.idleTimeout < 1 || o.maxSessions < 1) throw new PortwayError('PW_BAD_REQUEST', '--idle-timeout and --max-sessions must be at least 1');
       const { connectUdp } = load<typeof import('../client/src/udp-forward.js')>('../client/src/udp-forward');
-      const proxy = await connectUdp({ device, service, listen: parseListen(o.listen), idleTimeoutMs: o.idleTimeout, maxSessions: o.maxSessions, closeGraceMs: CONNECT_CLOSE_GRACE_MS }, report);
+      const { ReportLimiter } = load<typeof import('../client/src/report-limiter.js')>('../client/src/report-limiter');
+      // Each new client address opens a session: an offline device must not print a line per address.
+      const limiter = new ReportLimiter({ intervalMs: UDP_REPORT_INTERVAL_MS });
+      const udpReport = {
+        error: (err: PortwayError, remote: string) => {
+          const { isPrinted, suppressed } = limiter.take(err.code);
+          if (isPrinted) process.stderr.write(`portway: ${err.code}: ${err.message} (client ${remote}${suppressed ? `; ${suppressed} more like it in the last ${UDP_REPORT_INTERVAL_MS / 1000} s not shown` : ''})\n`);
+        },
+      };
+      const proxy = await connectUdp({ device, service, listen: parseListen(o.listen), idleTimeoutMs: o.idleTimeout, maxSessions: o.maxSessions, closeGraceMs: CONNECT_CLOSE_GRACE_MS }, udpReport);
       process.stdout.write(`listening on udp ${proxy.address.host}:${proxy.address.port} -> ${device}/${service}\n`);
       // On stop, the session figures go to stdout as one JSON line (sessions opened, evicted, drops by reason).
       onStop(async () => {
