@@ -105,6 +105,9 @@ describe('sharing and tokens through the CLI', () => {
         ['share.delete', 'PW_NOT_FOUND'],
       ]);
       expect(entries[1]).toMatchObject({ target: 'pi1/bob', source: '127.0.0.1' });
+      const all = await store.listAudit({ limit: 100 });
+      expect(all.filter((e) => e.action === 'device.enroll')).toEqual([expect.objectContaining({ actor: expect.stringMatching(/^key_/), outcome: 'ok', source: '127.0.0.1' })]);
+      expect(all.filter((e) => e.action === 'user.login').length).toBe(2);
     } finally {
       await store.close();
     }

@@ -172,6 +172,7 @@ export class HttpApi {
       certFingerprint: certFingerprint(certificate),
       keyFingerprint: spkiFingerprint(csr.publicKeySpkiDer),
     });
+    await this.deps.store.appendAudit({ actor: use.keyId, action: 'device.enroll', target: deviceId, source: req.socket.remoteAddress ?? '?', outcome: 'ok' });
     this.deps.log.info({ deviceId, keyId: use.keyId }, 'relay.device.enrolled');
     this.send(res, 200, { deviceId, certificate, caCertificate: this.deps.ca.certPem });
   }
