@@ -71,6 +71,8 @@ export class PgDriver implements SqlDriver {
 
   async transaction<T>(job: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
+    /** Set when the connection cannot be trusted any more: the pool then closes it instead of reusing it. */
+    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       try {
@@ -81,11 +83,14 @@ export class PgDriver implements SqlDriver {
         await client.query('COMMIT');
         return result;
       } catch (err) {
-        await client.query('ROLLBACK');
+        // The job's error is the one to report; a failed ROLLBACK only retires the connection.
+        await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
+          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+        });
         throw err;
       }
     } finally {
-      client.release();
+      client.release(broken);
     }
   }
 
@@ -122,7 +127,8 @@ async function migrate(client: pg.PoolClient, now: () => number): Promise<void> 
       await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [current + 1, now()]);
       await client.query('COMMIT');
     } catch (err) {
-      await client.query('ROLLBACK');
+      // On a dead connection ROLLBACK fails too; open() then ends the pool. The migration's error is the one to report.
+      await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
   }
