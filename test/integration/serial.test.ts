@@ -9,8 +9,8 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pseudoRandomBytes } from '../../devtools';
-import type { PortwayCluster } from '../../devtools/portway-cluster';
-import { connectTcp, Disposer, FAST_AGENT_TIMERS, makeTempDir, startCluster, waitFor } from '../helpers';
+import { PORTWAY_BIN, type PortwayCluster } from '../../devtools/portway-cluster';
+import { connectTcp, Disposer, FAST_AGENT_TIMERS, makeTempDir, runProcess, startCluster, waitFor } from '../helpers';
 import { ByteTaker, openPeer, startPtyPair, ttySettings, type PtyPair } from '../helpers/pty';
 
 jest.setTimeout(120_000);
@@ -123,6 +123,64 @@ describe('serial services', () => {
     con.child.stdin!.write(Buffer.from([0x1d, 0x71]));
     expect(await con.exited).toBe(0);
     expect(con.stderr).toContain('left the console');
+  });
+
+  it('portway console on a real terminal: raw mode while attached, the terminal restored after Ctrl-] q', async () => {
+    const peer = await openPeer(disposer, raw.peerPath);
+    const atPeer = new ByteTaker(peer);
+    // A pty as the console's terminal (stdin, stdout and stderr), its termios read before, during and after.
+    const script = `
+import json, os, select, subprocess, sys, termios, time
+master, slave = os.openpty()
+def lflag():
+    return termios.tcgetattr(slave)[3]
+before = lflag()
+p = subprocess.Popen([sys.argv[1], sys.argv[2], 'console', sys.argv[3], 'console'], stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+out = b''
+deadline = time.time() + 30
+while b'connected to' not in out and time.time() < deadline and p.poll() is None:
+    if select.select([master], [], [], 0.2)[0]:
+        out += os.read(master, 4096)
+during = lflag()
+os.write(master, b'typed\\x03')
+time.sleep(0.5)
+os.write(master, b'\\x1dq')
+code = p.wait(timeout=30)
+while select.select([master], [], [], 0.2)[0]:
+    out += os.read(master, 4096)
+after = lflag()
+flags = lambda f: {'icanon': bool(f & termios.ICANON), 'echo': bool(f & termios.ECHO), 'isig': bool(f & termios.ISIG)}
+print(json.dumps({'code': code, 'before': flags(before), 'during': flags(during), 'after': flags(after), 'restored': before == after, 'output': out.decode('utf8', 'replace')}))
+`;
+    const result = await runProcess(disposer, PYTHON, ['-c', script, process.execPath, PORTWAY_BIN, cluster.deviceName], { timeoutMs: 90_000, env: cluster.env });
+    expect(result.stderr).toBe('');
+    const report = JSON.parse(result.stdout) as { code: number; before: object; during: object; after: object; restored: boolean; output: string };
+    expect(report).toMatchObject({
+      code: 0,
+      before: { icanon: true, echo: true, isig: true },
+      during: { icanon: false, echo: false, isig: false },
+      after: { icanon: true, echo: true, isig: true },
+      restored: true,
+    });
+    expect(report.output).toContain('left the console');
+    // Ctrl-C went to the device as a byte, not to the console as a signal.
+    expect((await atPeer.take(6, IO_TIMEOUT_MS)).equals(Buffer.from('typed\x03'))).toBe(true);
+  });
+
+  it('a device the agent may not open is refused with PW_SERIAL_PERMISSION_DENIED (the port opened as an unprivileged user)', async () => {
+    // The agent's port code run as nobody (setpriv) against a pty only root may open: what an agent whose
+    // user is not in dialout meets. (The cluster's agent runs as root, which no file mode stops.)
+    const hub = path.join(path.dirname(PORTWAY_BIN), '..', 'agent', 'src', 'streams', 'serial-port-hub.js');
+    const code = `
+const { SerialPortHub } = require(${JSON.stringify(hub)});
+const log = { info() {}, warn() {}, debug() {} };
+const service = { name: 'console', type: 'serial', path: process.argv[1], baudRate: 115200, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, mode: 'raw', maxTaps: 0, lingerMs: 500 };
+new SerialPortHub({ log }, service, { openTimeoutMs: 5000 }).acquire('writer').then(
+  () => console.log(JSON.stringify({ opened: true })),
+  (err) => console.log(JSON.stringify({ code: err.code, message: err.message })),
+);`;
+    const result = await runProcess(disposer, 'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', code, raw.agentPath], { timeoutMs: 30_000 });
+    expect(JSON.parse(result.stdout)).toEqual({ code: 'PW_SERIAL_PERMISSION_DENIED', message: `the agent may not open ${raw.agentPath} (EACCES); add its user to the dialout group` });
   });
 
   it('rfc2217: pyserial changes baud rate, framing and modem lines, and the port follows (termios of the agent end)', async () => {
