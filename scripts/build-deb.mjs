@@ -3,7 +3,9 @@
 // with dpkg-deb --root-owner-group, so no root is needed. Each package holds:
 //   /usr/lib/portway/portway-agent.js                        the bundle (run by /usr/bin/node)
 //   /usr/lib/portway/node_modules/@serialport/bindings-cpp/  the serialport binding, this architecture's prebuild only
+//   /usr/lib/portway/firstboot                               firmware-scripts/firstboot (applies portway.toml once)
 //   /lib/systemd/system/portway-agent.service                systemd/portway-agent.service
+//   /lib/systemd/system/portway-firstboot.service            systemd/portway-firstboot.service
 //   /etc/portway/agent.json                                  a conffile: a valid template (firmware-scripts/deb/agent.json)
 //   /usr/share/doc/portway-agent/{README,copyright,changelog.gz}
 //   DEBIAN/{control,conffiles,md5sums,postinst,prerm,postrm}  maintainer scripts: firmware-scripts/deb/
@@ -57,7 +59,8 @@ function buildOne(arch, pkgRoot) {
   const prebuilds = join(agentDir, binding, 'prebuilds', ARCHES[arch]);
   for (const f of readdirSync(prebuilds)) put(join(prebuilds, f), join(lib, binding, 'prebuilds', ARCHES[arch], f));
 
-  put(join(root, 'systemd', 'portway-agent.service'), join(pkgRoot, 'lib', 'systemd', 'system', 'portway-agent.service'));
+  put(join(root, 'firmware-scripts', 'firstboot'), join(lib, 'firstboot'), 0o755);
+  for (const unit of ['portway-agent.service', 'portway-firstboot.service']) put(join(root, 'systemd', unit), join(pkgRoot, 'lib', 'systemd', 'system', unit));
   put(join(root, 'firmware-scripts', 'deb', 'agent.json'), join(pkgRoot, 'etc', 'portway', 'agent.json'));
 
   const doc = join(pkgRoot, 'usr', 'share', 'doc', PACKAGE);

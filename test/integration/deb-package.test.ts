@@ -75,6 +75,8 @@ describe('portway-agent .deb', () => {
       [
         'etc/portway/agent.json',
         'lib/systemd/system/portway-agent.service',
+        'lib/systemd/system/portway-firstboot.service',
+        'usr/lib/portway/firstboot',
         'usr/lib/portway/portway-agent.js',
         `${BINDING}/dist/index.js`,
         `${BINDING}/package.json`,
@@ -132,8 +134,8 @@ describe('portway-agent .deb', () => {
     expect(unexpected).toEqual([]);
   }, 120_000);
 
-  it('the maintainer scripts and install.sh are shellcheck-clean', async () => {
-    const scripts = ['firmware-scripts/install.sh', 'firmware-scripts/deb/postinst', 'firmware-scripts/deb/prerm', 'firmware-scripts/deb/postrm'].map((p) => path.join(ROOT, p));
+  it('the maintainer scripts, install.sh and firstboot are shellcheck-clean', async () => {
+    const scripts = ['firmware-scripts/install.sh', 'firmware-scripts/firstboot', 'firmware-scripts/deb/postinst', 'firmware-scripts/deb/prerm', 'firmware-scripts/deb/postrm'].map((p) => path.join(ROOT, p));
     const result = await runProcess(disposer, 'shellcheck', scripts);
     expect(result.stdout).toBe('');
     expect(result.code).toBe(0);

@@ -105,6 +105,28 @@ describe('systemd units', () => {
   });
 });
 
+describe('portway-firstboot.service', () => {
+  const disposer = new Disposer();
+  afterEach(() => disposer.run());
+
+  it('passes systemd-analyze verify and runs once, before the agent and NetworkManager, only with portway.toml', async () => {
+    const text = readFileSync(path.join(UNITS_DIR, 'portway-firstboot.service'), 'utf8');
+    const dir = await makeTempDir(disposer, 'portway-units-');
+    const file = path.join(dir, 'portway-firstboot.service');
+    // verify insists that ExecStart exists: point it at the script in the tree.
+    await writeFile(file, text.replace('ExecStart=/usr/lib/portway/firstboot', `ExecStart=${path.join(ROOT, 'firmware-scripts', 'firstboot')}`));
+    const result = await runProcess(disposer, 'systemd-analyze', ['verify', file], { timeoutMs: 30_000 });
+    const complaints = `${result.stdout}\n${result.stderr}`.split('\n').filter((l) => l.includes('portway-firstboot'));
+    expect({ code: result.code, complaints }).toEqual({ code: 0, complaints: [] });
+    const s = unitSettings(text);
+    expect(s.get('Type')).toEqual(['oneshot']);
+    expect(s.get('ConditionPathExists')).toEqual(['/boot/firmware/portway.toml']);
+    expect(s.get('Before')?.join(' ').split(' ')).toEqual(expect.arrayContaining(['portway-agent.service', 'NetworkManager.service']));
+    expect(s.get('StandardError')).toEqual(['journal+console']);
+    expect(s.get('ProtectSystem')).toEqual(['strict']);
+  });
+});
+
 describe('the agent unit\'s syscall filter', () => {
   const disposer = new Disposer();
   afterEach(() => disposer.run());
