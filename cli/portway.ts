@@ -299,6 +299,17 @@ program
     process.exit(0);
   });
 
+program
+  .command('audit')
+  .description('the relay audit log, newest first (admins): logins, tokens, shares, enrollments')
+  .option('--limit <n>', 'entries to show (1-1000)', intArg, 50)
+  .option('--json', 'machine-readable output')
+  .action(async (o: { limit: number; json?: boolean }) => {
+    const { listAudit, formatAudit } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    const entries = await listAudit(o.limit);
+    process.stdout.write(o.json ? `${JSON.stringify(entries, null, 2)}\n` : formatAudit(entries));
+  });
+
 function readStdin(): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

@@ -1,4 +1,4 @@
-/** The user's account commands: API tokens (`portway token …`) and sharing (`portway share|unshare|shares`). */
+/** The user's account commands: API tokens (`portway token …`), sharing (`portway share|unshare|shares`), the audit log (`portway audit`). */
 import { PortwayError } from '../../protocol';
 import { apiRequest } from '../../shared/https-json';
 import { parseDuration } from '../../shared/parse-duration';
@@ -62,6 +62,20 @@ export async function listShares(device?: string): Promise<ShareView[]> {
   return (await call<{ shares: ShareView[] }>('GET', device === undefined ? '/v1/shares' : `/v1/shares?device=${encodeURIComponent(device)}`)).shares;
 }
 
+export interface AuditEntryView {
+  id: number;
+  at: number;
+  actor: string;
+  action: string;
+  target?: string;
+  source?: string;
+  outcome: string;
+}
+
+export async function listAudit(limit: number): Promise<AuditEntryView[]> {
+  return (await call<{ entries: AuditEntryView[] }>('GET', `/v1/audit?limit=${limit}`)).entries;
+}
+
 const iso = (ms: number | undefined): string => (ms === undefined ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 
 export function formatTokens(tokens: readonly TokenView[]): string {
@@ -73,6 +87,10 @@ export function formatTokens(tokens: readonly TokenView[]): string {
 
 export function formatShares(shares: readonly ShareView[]): string {
   return table([['DEVICE', 'USER', 'SERVICES', 'SINCE'], ...shares.map((s) => [s.deviceName, s.userName, s.services?.join(',') ?? 'all', iso(s.createdAt)])]);
+}
+
+export function formatAudit(entries: readonly AuditEntryView[]): string {
+  return table([['TIME', 'ACTOR', 'ACTION', 'TARGET', 'SOURCE', 'OUTCOME'], ...entries.map((e) => [iso(e.at), e.actor, e.action, e.target ?? '-', e.source ?? '-', e.outcome])]);
 }
 
 function table(rows: readonly (readonly string[])[]): string {

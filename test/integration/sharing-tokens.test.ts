@@ -93,6 +93,17 @@ describe('sharing and tokens through the CLI', () => {
     await expectRefused(cluster, bob, 'echo1', 'portway: PW_NOT_AUTHORIZED: not authorized to reach "pi1"');
     expect(await devicesOf(cluster, bob)).toEqual([]);
     expect(await runAs(cluster, undefined, ['unshare', 'pi1', 'bob'])).toMatchObject({ code: EXIT_FAILURE, stderr: 'portway: PW_NOT_FOUND: pi1 is not shared with bob\n' });
+    // Alice is no admin: the audit log is not hers to read. An admin reads it with `portway audit`.
+    expect(await runAs(cluster, undefined, ['audit'])).toMatchObject({ code: EXIT_FAILURE, stderr: 'portway: PW_NOT_AUTHORIZED: the audit log is for admins\n' });
+    const rootToken = (await mustRunAs(cluster, undefined, ['relay', 'user', 'add', 'root', '--admin', '--data', cluster.relayDir])).trim();
+    const root = await loginAs(cluster, disposer, rootToken);
+    const audit = JSON.parse(await mustRunAs(cluster, root, ['audit', '--json', '--limit', '3'])) as { action: string; outcome: string }[];
+    expect(audit.map((e) => [e.action, e.outcome])).toEqual([
+      ['user.login', 'ok'],
+      ['user.create', 'ok'],
+      ['share.delete', 'PW_NOT_FOUND'],
+    ]);
+    expect(await mustRunAs(cluster, root, ['audit', '--limit', '1'])).toMatch(/^TIME +ACTOR +ACTION +TARGET +SOURCE +OUTCOME\n\S+ +usr_\w+ +user\.login +tok_\w+ +127\.0\.0\.1 +ok\n$/);
 
     const store = await SqliteStore.open({ path: path.join(cluster.relayDir, 'relay.db') });
     try {
@@ -107,7 +118,7 @@ describe('sharing and tokens through the CLI', () => {
       expect(entries[1]).toMatchObject({ target: 'pi1/bob', source: '127.0.0.1' });
       const all = await store.listAudit({ limit: 100 });
       expect(all.filter((e) => e.action === 'device.enroll')).toEqual([expect.objectContaining({ actor: expect.stringMatching(/^key_/), outcome: 'ok', source: '127.0.0.1' })]);
-      expect(all.filter((e) => e.action === 'user.login').length).toBe(2);
+      expect(all.filter((e) => e.action === 'user.login').length).toBe(3);
     } finally {
       await store.close();
     }
