@@ -227,10 +227,11 @@ const token = program.command('token').description('your API tokens: scope read 
 token
   .command('list')
   .description('your tokens: ID, scope, created, expires, revoked')
+  .option('--user <name>', "another user's tokens (admins)")
   .option('--json', 'machine-readable output')
-  .action(async (o: { json?: boolean }) => {
+  .action(async (o: { user?: string; json?: boolean }) => {
     const { listTokens, formatTokens } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
-    const tokens = await listTokens();
+    const tokens = await listTokens(o.user);
     process.stdout.write(o.json ? `${JSON.stringify(tokens, null, 2)}\n` : formatTokens(tokens));
   });
 token

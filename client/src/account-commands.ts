@@ -36,8 +36,9 @@ async function call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: u
   return apiRequest<T>({ relay: s.relay, caPem: s.relayCaPem, method, path, token: s.token, timeoutMs: API_TIMEOUT_MS, ...(body === undefined ? {} : { body }) });
 }
 
-export async function listTokens(): Promise<TokenView[]> {
-  return (await call<{ tokens: TokenView[] }>('GET', '/v1/tokens')).tokens;
+/** Your tokens, or (admins) another user's. */
+export async function listTokens(user?: string): Promise<TokenView[]> {
+  return (await call<{ tokens: TokenView[] }>('GET', user === undefined ? '/v1/tokens' : `/v1/tokens?user=${encodeURIComponent(user)}`)).tokens;
 }
 
 export function createToken(options: { scope: string; expires?: string }): Promise<CreatedToken> {

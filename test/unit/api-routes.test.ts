@@ -45,6 +45,13 @@ describe('token routes', () => {
     const listed = (await call(routes(), request(caller, 'GET', '/v1/tokens')))?.body as { tokens: { id: string; current: boolean }[] };
     expect(listed.tokens).toHaveLength(4);
     expect(listed.tokens.filter((t) => t.current).map((t) => t.id)).toEqual([caller.token.id]);
+    const bob = await authAs('bob');
+    await expect(call(routes(), request(bob, 'GET', '/v1/tokens?user=alice'))).rejects.toMatchObject({ code: 'PW_NOT_AUTHORIZED' });
+    expect(((await call(routes(), request(bob, 'GET', '/v1/tokens?user=bob')))?.body as { tokens: unknown[] }).tokens).toHaveLength(1);
+    const admin = await authAs('root', { isAdmin: true, scope: 'read' });
+    const seen = (await call(routes(), request(admin, 'GET', '/v1/tokens?user=alice')))?.body as { tokens: { userId: string; current: boolean }[] };
+    expect(seen.tokens.map((t) => [t.userId, t.current])).toEqual(Array.from({ length: 4 }, () => [caller.user.id, false]));
+    await expect(call(routes(), request(admin, 'GET', '/v1/tokens?user=nobody'))).rejects.toMatchObject({ code: 'PW_NOT_FOUND' });
   });
 
   it('refuses read tokens, bad bodies and escalation with codes', async () => {

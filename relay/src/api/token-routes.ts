@@ -1,7 +1,7 @@
 /**
  * API tokens of the calling user:
  *
- *   GET    /v1/tokens                                  -> { tokens: TokenView[] }                  (scope read)
+ *   GET    /v1/tokens[?user=NAME]                      -> { tokens: TokenView[] }                  (scope read; ?user: admins)
  *   POST   /v1/tokens   { scope?, expiresInMs? }        -> { tokenId, token, scope, expiresAt? }    (scope connect)
  *   DELETE /v1/tokens/:tokenId                          -> { ok: true, tokenId }                     (scope connect)
  *
@@ -32,7 +32,15 @@ export function tokenRoutes(deps: { store: Store; now: () => number }): (req: Ap
   return async (req) => {
     const { user, token: caller } = req.auth;
     if (req.path === '/v1/tokens' && req.method === 'GET') {
-      const tokens = await store.listTokens(user.id);
+      const userName = req.query.get('user');
+      let owner = user;
+      if (userName !== null && userName !== user.name) {
+        if (!user.isAdmin) throw new PortwayError('PW_NOT_AUTHORIZED', "only admins list other users' tokens");
+        const found = await store.getUserByName(userName);
+        if (!found) throw new PortwayError('PW_NOT_FOUND', `no user named ${userName.slice(0, 64)}`);
+        owner = found;
+      }
+      const tokens = await store.listTokens(owner.id);
       return { status: 200, body: { tokens: tokens.map((t): TokenView => ({ ...t, current: t.id === caller.id })) } };
     }
     if (req.path === '/v1/tokens' && req.method === 'POST') {
