@@ -55,6 +55,15 @@ export const ERRORS = {
   PW_SERIAL_BUSY: { meaning: 'the serial port is in use (another stream holds it, or another program on the device locked it)', retryable: true, wire: true },
   PW_SERIAL_PERMISSION_DENIED: { meaning: 'the agent may not open the serial device (its user is not in the dialout group, or the path is not a device it may use)', retryable: false, wire: true },
   PW_TELNET_INVALID: { meaning: 'an RFC 2217 client sent malformed Telnet or COM-PORT-OPTION bytes; the bad command was ignored', retryable: false, wire: false },
+  PW_CLAIM_CODE_INVALID: { meaning: 'not a claim code: wrong length, a character outside the alphabet, or a failed check character (a typo)', retryable: false, wire: true },
+  PW_CLAIM_NOT_FOUND: { meaning: 'no device is waiting to be claimed with this code (not registered yet, or never)', retryable: true, wire: true },
+  PW_CLAIM_EXPIRED: { meaning: 'the claim code has expired', retryable: false, wire: true },
+  PW_CLAIM_USED: { meaning: 'the claim code was already used: the device has an owner', retryable: false, wire: true },
+  PW_CLAIM_IN_PROGRESS: { meaning: 'another claim of this device is being answered; try again', retryable: true, wire: true },
+  PW_CLAIM_ID_TAKEN: { meaning: 'another device already registered this claim code', retryable: false, wire: true },
+  PW_CLAIM_BINDING_FAILED: { meaning: 'the claim MAC did not verify: wrong code, or a key was substituted on the way (a relay cannot forge it)', retryable: false, wire: true },
+  PW_RATE_LIMITED: { meaning: 'too many failed claim attempts from this address or user; wait and try again', retryable: true, wire: true },
+  PW_E2E_OWNER_KEY_MISMATCH: { meaning: "the user's key is not an owner key the device pinned when it was claimed", retryable: false, wire: true },
   PW_INTERNAL: { meaning: 'unexpected internal error', retryable: true, wire: true },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -8,3 +8,5 @@ export * from './datagram-frames';
 export * from './telnet-codec';
 export * from './rfc2217';
 export * from './serial-streams';
+export * from './claim-code';
+export * from './claim-binding';
