@@ -104,7 +104,29 @@ describe('serial services', () => {
     await waitFor(() => closedLines('console').filter((e) => e.role === 'tap').length > tapsBefore, { timeoutMs: LOG_TIMEOUT_MS, intervalMs: 50, description: 'tap closed' });
     expect(closedLines('console').filter((e) => e.role === 'tap')[tapsBefore]).toMatchObject({ outcome: 'complete', tapDiscardedBytes: 22 });
     expect(atPeer.length).toBe(0);
+    const writersBefore = closedLines('console').filter((e) => e.role === 'writer').length;
     writer.end();
+    await waitFor(() => closedLines('console').filter((e) => e.role === 'writer').length > writersBefore, { timeoutMs: LOG_TIMEOUT_MS, intervalMs: 50, description: 'writer closed' });
+  });
+
+  it('a port another program on the device holds (its lock) is refused with PW_SERIAL_BUSY, and served once it is free', async () => {
+    // A local program (minicom, a script) with the port open; the agent may still be closing it after the
+    // previous test's stream, so wait until its lock is free.
+    const local = (await waitFor(() => openPeer(disposer, raw.agentPath).catch(() => undefined), { timeoutMs: IO_TIMEOUT_MS, intervalMs: 50, description: 'the agent end free' })) as Awaited<ReturnType<typeof openPeer>>;
+    const { port, proc } = await cluster.connect('console');
+    const refused = await connectTcp(disposer, { host: '127.0.0.1', port });
+    await new Promise<void>((resolve) => refused.once('close', () => resolve()));
+    await waitFor(() => proc.stderr.includes('PW_SERIAL_BUSY'), { timeoutMs: IO_TIMEOUT_MS, description: 'busy reported' });
+    expect(proc.stderr).toContain(`PW_SERIAL_BUSY: serial device ${raw.agentPath} is locked by another program on the device`);
+    await new Promise<void>((resolve) => local.close(() => resolve()));
+    const peer = await openPeer(disposer, raw.peerPath);
+    const atPeer = new ByteTaker(peer);
+    const socket = await connectTcp(disposer, { host: '127.0.0.1', port });
+    socket.write('free now');
+    expect((await atPeer.take(8, IO_TIMEOUT_MS)).toString()).toBe('free now');
+    const before = closedLines('console').length;
+    socket.end();
+    await waitFor(() => closedLines('console').length > before, { timeoutMs: LOG_TIMEOUT_MS, intervalMs: 50, description: 'stream closed' });
   });
 
   it('portway console carries keys to the port and the port to the terminal, then leaves on Ctrl-] q', async () => {
@@ -192,7 +214,7 @@ import json, sys, serial
 def step(name, **extra):
     print(json.dumps(dict(step=name, **extra)), flush=True)
     sys.stdin.readline()
-s = serial.serial_for_url('rfc2217://127.0.0.1:${port}?timeout=10', baudrate=19200, timeout=10)
+s = serial.serial_for_url('rfc2217://127.0.0.1:${port}?timeout=10', baudrate=19200, timeout=30)
 step('open')
 data = bytes(range(256)) + bytes((i * 7 + 3) % 256 for i in range(65536))
 s.write(data)
