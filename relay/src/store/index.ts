@@ -1,6 +1,7 @@
 /** Public surface of the relay store: the Store interface, its SQLite and PostgreSQL implementations, IDs and secrets. */
 export type { ApiToken, AuditEntry, CreatedEnrollKey, CreatedToken, Device, EnrollKeyUse, NewAuditEntry, NewDevice, Share, Store, TokenAuth, TokenScope, User, UserCert } from './store';
 export { TOKEN_SCOPES } from './store';
+export type { Claim, ClaimedDevice, ClaimOffer, ClaimState, NewClaim } from './claim-store';
 export { MAX_AUDIT_PAGE, MAX_ENROLL_KEY_USES, MAX_SHARED_SERVICES } from './store-checks';
 export { SqlStore, type StoreDeps } from './sql-store';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite-store';

@@ -5,6 +5,7 @@
  * certificates). Lookups validate the shape of peer input before it reaches SQL.
  */
 import { NAME_PATTERN, PortwayError } from '../../../protocol';
+import { answerClaim, completeClaim, insertClaim, offerClaim, selectClaim, withdrawOffer, type Claim, type ClaimedDevice, type ClaimOffer, type NewClaim } from './claim-store';
 import { isId, newId } from './ids';
 import { hashesEqual, hashSecret, isSecretShaped, newSecret } from './secrets';
 import type { SqlDriver, SqlExecutor } from './sql-driver';
@@ -296,6 +297,49 @@ export class SqlStore implements Store {
     });
   }
 
+  // ---- device claims (claim-store.ts)
+
+  registerClaim(claim: NewClaim): Promise<Claim> {
+    checkClaimId(claim.claimId);
+    checkName(claim.name, 'name');
+    checkFingerprint(claim.keyFingerprint, 'keyFingerprint');
+    checkFingerprint(claim.pollHash, 'pollHash');
+    checkTime(claim.expiresAt, 'expiresAt');
+    return this.#run((db) => insertClaim(db, claim, this.#now()));
+  }
+
+  getClaim(claimId: string): Promise<Claim | undefined> {
+    checkString(claimId, 'claimId');
+    return this.#run((db) => (CLAIM_ID.test(claimId) ? selectClaim(db, claimId) : Promise.resolve(undefined)));
+  }
+
+  offerClaim(claimId: string, offer: Omit<ClaimOffer, 'offeredAt' | 'answer'>, staleBefore: number): Promise<Claim> {
+    checkClaimId(claimId);
+    checkId(offer.userId, 'usr', 'userId');
+    if (offer.name !== undefined) checkName(offer.name, 'name');
+    return this.#run((db) => offerClaim(db, claimId, offer, this.#now(), staleBefore));
+  }
+
+  answerClaim(claimId: string, offerId: string, answer: { readonly ok: boolean; readonly deviceTag?: string; readonly code?: string }): Promise<boolean> {
+    checkClaimId(claimId);
+    return this.#run((db) => answerClaim(db, claimId, offerId, answer));
+  }
+
+  withdrawClaimOffer(claimId: string, offerId: string): Promise<boolean> {
+    checkClaimId(claimId);
+    return this.#run((db) => withdrawOffer(db, claimId, offerId));
+  }
+
+  completeClaim(claimId: string, offerId: string, device: ClaimedDevice): Promise<Device> {
+    checkClaimId(claimId);
+    checkId(device.id, 'dev', 'id');
+    checkId(device.ownerUserId, 'usr', 'ownerUserId');
+    checkName(device.name, 'name');
+    checkFingerprint(device.certFingerprint, 'certFingerprint');
+    checkFingerprint(device.keyFingerprint, 'keyFingerprint');
+    return this.#run(() => completeClaim(this.#db, claimId, offerId, device, this.#now()));
+  }
+
   // ---- audit log
 
   appendAudit(entry: NewAuditEntry): Promise<AuditEntry> {
@@ -354,6 +398,12 @@ export class SqlStore implements Store {
   async #userCert(db: SqlExecutor, fingerprint: string): Promise<UserCert | undefined> {
     return first(await db.query<UserCertRow>(`${USER_CERT_SELECT} WHERE c.fingerprint = ?`, [fingerprint]), toUserCert);
   }
+}
+
+const CLAIM_ID = /^[0-9A-HJKMNP-TV-Z]{7}$/;
+
+function checkClaimId(value: unknown): asserts value is string {
+  if (typeof value !== 'string' || !CLAIM_ID.test(value)) throw new TypeError('claimId must be the 7-character lookup part of a claim code');
 }
 
 function first<R, T>(rows: readonly R[], map: (row: R) => T): T | undefined {

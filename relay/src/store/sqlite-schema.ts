@@ -71,4 +71,31 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     outcome TEXT NOT NULL
   );
   `,
+  // 3: pending device claims (claim codes): one row per lookup ID, the atomic pending -> offered -> claimed transitions.
+  `
+  CREATE TABLE claims (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    csr TEXT NOT NULL,
+    device_key TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    poll_hash TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'offered', 'claimed')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    offer_id TEXT,
+    offer_user_id TEXT REFERENCES users (id),
+    owner_key TEXT,
+    owner_tag TEXT,
+    offer_name TEXT,
+    offered_at INTEGER,
+    answer_ok INTEGER,
+    device_tag TEXT,
+    answer_code TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    device_id TEXT REFERENCES devices (id),
+    certificate TEXT,
+    claimed_at INTEGER
+  );
+  `,
 ];

@@ -123,6 +123,8 @@ export interface AuditEntry {
 
 export type NewAuditEntry = Omit<AuditEntry, 'id' | 'at'>;
 
+import type { Claim, ClaimedDevice, ClaimOffer, NewClaim } from './claim-store';
+
 export interface Store {
   createUser(name: string, options?: { readonly isAdmin?: boolean }): Promise<User>;
   getUser(id: string): Promise<User | undefined>;
@@ -168,6 +170,16 @@ export interface Store {
   getShare(deviceId: string, userId: string): Promise<Share | undefined>;
   /** Shares of one device or with one user, oldest first. */
   listShares(filter: { readonly deviceId: string } | { readonly userId: string }): Promise<Share[]>;
+
+  /** Device claims (claim-store.ts). Register: insert or return the same device's row; PW_CLAIM_ID_TAKEN for another key or poll token. */
+  registerClaim(claim: NewClaim): Promise<Claim>;
+  getClaim(claimId: string): Promise<Claim | undefined>;
+  /** pending (or offered before `staleBefore`) -> offered; PW_CLAIM_NOT_FOUND, PW_CLAIM_EXPIRED, PW_CLAIM_USED, PW_CLAIM_IN_PROGRESS. */
+  offerClaim(claimId: string, offer: Omit<ClaimOffer, 'offeredAt' | 'answer'>, staleBefore: number): Promise<Claim>;
+  answerClaim(claimId: string, offerId: string, answer: { readonly ok: boolean; readonly deviceTag?: string; readonly code?: string }): Promise<boolean>;
+  withdrawClaimOffer(claimId: string, offerId: string): Promise<boolean>;
+  /** offered -> claimed with the new device row, atomically. */
+  completeClaim(claimId: string, offerId: string, device: ClaimedDevice): Promise<Device>;
 
   appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
   /** Newest first; at most `limit` (1..MAX_AUDIT_PAGE) entries with an id below `beforeId` when given. */
