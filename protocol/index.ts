@@ -8,5 +8,6 @@ export * from './datagram-frames';
 export * from './telnet-codec';
 export * from './rfc2217';
 export * from './serial-streams';
+export * from './tls-records';
 export * from './claim-code';
 export * from './claim-binding';

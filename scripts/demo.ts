@@ -115,8 +115,8 @@ async function run(): Promise<void> {
     step(6, `one HTTP request through the tunnel: GET ${url}`);
     const hops: [string, string, string][] = [
       ['hop 1', `HTTP client   -> forward proxy 127.0.0.1:${port}`, 'plain TCP on this machine'],
-      ['hop 2', `forward proxy -> relay ${cluster.relayAddress}`, `outer TLS 1.3 (ALPN portway-data/1, user certificate), stream ${streamId}`],
-      ['hop 3', `relay         -> agent on ${DEVICE}`, `outer TLS 1.3 (device certificate), the agent ran stream ${agentSaw}`],
+      ['hop 2', `forward proxy -> relay ${cluster.relayAddress}`, `outer TLS 1.3 for the request (ALPN portway-data/1, user certificate), stream ${streamId}`],
+      ['hop 3', `relay         -> agent on ${DEVICE}`, `outer TLS 1.3 for the request (device certificate), the agent ran stream ${agentSaw}`],
       ['', 'forward proxy <=> agent', 'inner TLS 1.3 end to end: the relay only forwards ciphertext'],
       ['hop 4', `agent         -> sample service 127.0.0.1:${sample.port}`, `plain TCP on the device; it saw "${seen?.line ?? '?'}" from ${seen?.from ?? '?'}`],
     ];

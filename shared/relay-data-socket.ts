@@ -1,18 +1,21 @@
 /**
  * Open a TLS data socket to the relay (ALPN portway-data/1, with the caller's client certificate in its
  * secure context), for the agent and the forward proxy alike: a deadline, TLS session resumption, an
- * optional abort signal, and coded errors. Resolves with the TLS socket and the TCP socket under it (the
- * TCP socket is what gets reset when a stream is cut).
+ * optional abort signal, and coded errors. Resolves with the TLS socket, the TCP socket under it (what
+ * carries the inner session after the handoff, and what gets reset when a stream is cut) and the carrier
+ * between them, which ends the outer TLS at the handoff marker (shared/tls-handoff.ts).
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { ALPN_DATA, PortwayError } from '../protocol';
 import { isIpLiteral, relayTlsError } from './relay-trust';
+import { HandoffCarrier } from './tls-handoff';
 import type { TlsSessionCache } from './tls-session-cache';
 
 export interface RelaySocket {
   readonly tls: tls.TLSSocket;
   readonly raw: net.Socket;
+  readonly carrier: HandoffCarrier;
 }
 
 export interface RelaySocketOptions {
@@ -31,8 +34,9 @@ export function connectRelayDataSocket(options: RelaySocketOptions): Promise<Rel
     raw.on('error', () => {
       // Reported through the TLS socket.
     });
+    const carrier = new HandoffCarrier(raw);
     const socket = tls.connect({
-      socket: raw,
+      socket: carrier,
       secureContext: options.secureContext,
       servername: isIpLiteral(options.host) ? undefined : options.host,
       ALPNProtocols: [ALPN_DATA],
@@ -59,7 +63,7 @@ export function connectRelayDataSocket(options: RelaySocketOptions): Promise<Rel
       socket.on('error', () => {
         // From here the owner of the socket (a stream, a pool) reports failures through 'close'.
       });
-      resolve({ tls: socket, raw });
+      resolve({ tls: socket, raw, carrier });
     });
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener('abort', onAbort, { once: true });

@@ -3,6 +3,7 @@
  * warm while the relay asks for it, and sockets dialed on demand for one stream each), and streams.
  */
 import { X509Certificate } from 'node:crypto';
+import type net from 'node:net';
 import tls from 'node:tls';
 import { PortwayError, type DeviceCommand, type ServiceInfo } from '../../protocol';
 import type { Logger } from '../../shared/logger';
@@ -36,8 +37,9 @@ export class Agent {
   private caX509: X509Certificate | undefined;
   private readonly abort = new AbortController();
   private readonly services: ReadonlyMap<string, ServiceConfig>;
-  private readonly pooled = new Set<tls.TLSSocket>();
-  private readonly streams = new Set<tls.TLSSocket>();
+  /** Data sockets by their TCP connection (which outlives the outer TLS layer after the handoff). */
+  private readonly pooled = new Set<net.Socket>();
+  private readonly streams = new Set<net.Socket>();
   private readonly udpSessions: UdpSessions;
   private readonly serial: SerialServices;
   private poolSize = 0;
@@ -183,9 +185,9 @@ export class Agent {
       connectDataSocket(target, { kind: 'pool' }, this.config.timers.connectTimeoutMs, this.abort.signal).then(
         (dataSocket) => {
           this.poolOpening--;
-          this.pooled.add(dataSocket.tls);
-          dataSocket.tls.once('close', () => {
-            if (this.pooled.delete(dataSocket.tls)) this.refillLater();
+          this.pooled.add(dataSocket.raw);
+          dataSocket.raw.once('close', () => {
+            if (this.pooled.delete(dataSocket.raw)) this.refillLater();
           });
           this.serve(dataSocket);
         },
@@ -215,13 +217,13 @@ export class Agent {
 
   /** Wait on a data socket for STREAM_OPEN, then run the stream. */
   private serve(dataSocket: DataSocket): void {
-    const socket = dataSocket.tls;
-    socket.on('error', () => {
-      // The stream (or the pool bookkeeping on 'close') handles it.
+    const socket = dataSocket.raw;
+    dataSocket.tls.on('error', () => {
+      // The stream (or the pool bookkeeping on the TCP socket's 'close') handles it.
     });
     const isPooled = this.pooled.has(socket);
     const timeout = isPooled ? 2 ** 31 - 1 : this.config.timers.streamHandshakeTimeoutMs;
-    awaitStreamOpen(socket, timeout, this.abort.signal).then(
+    awaitStreamOpen(dataSocket, timeout, this.abort.signal).then(
       (open) => {
         // The replacement pooled socket is opened after this stream's handshake, not during it: both
         // handshakes would compete for the same CPU and delay the stream the user is waiting for.
@@ -239,6 +241,7 @@ export class Agent {
       },
       (err: unknown) => {
         if (!isPooled) this.deps.log.info({ code: (err as PortwayError).code }, 'agent.data_socket.closed');
+        dataSocket.tls.destroy();
         socket.destroy();
       },
     );

@@ -1,10 +1,13 @@
 /**
  * Opens end-to-end streams to a device service through the relay.
  *
- * cold:   TLS to the relay (user certificate) -> CLIENT_OPEN -> RELAY_STATUS -> inner TLS -> E2E_STATUS
+ * cold:   TLS to the relay (user certificate) -> CLIENT_OPEN + handoff -> RELAY_STATUS + handoff ->
+ *         inner TLS on the TCP connection itself -> E2E_STATUS
  * primed: the same socket opened ahead of time with `prime: true`; the relay answers at once and pairs
  *         when the inner ClientHello arrives, so a new stream costs only the inner handshake and the data
- *         round trip. If a primed socket fails before the inner handshake completes (the device went away
+ *         round trip.
+ * After the handoff (protocol/tls-records.ts) the outer TLS layer is gone: the inner session runs natively
+ * on the TCP socket, and the relay splices TCP to TCP. If a primed socket fails before the inner handshake completes (the device went away
  *         meanwhile), nothing was sent yet, and the stream is retried once on a cold socket, which reports
  *         the relay's reason.
  * The inner TLS session pins the device key (known_devices.json) and checks the device ID in its certificate.
@@ -50,6 +53,7 @@ type OuterSocket = RelaySocket;
 
 interface PrimedSocket extends OuterSocket {
   readonly status: { deviceId: string; streamId: string; deviceKey: string };
+  readonly onClose: () => void;
 }
 
 export class StreamOpener {
@@ -126,8 +130,9 @@ export class StreamOpener {
   private takePrimed(): PrimedSocket | undefined {
     while (this.ready.length > 0) {
       const p = this.ready.shift() as PrimedSocket;
-      if (!p.tls.destroyed && p.tls.readyState === 'open' && p.tls.readableLength === 0) {
-        p.tls.off('readable', onPrimedReadable);
+      if (!p.raw.destroyed && p.raw.readyState === 'open' && p.raw.readableLength === 0) {
+        p.raw.off('readable', onPrimedReadable);
+        p.raw.off('close', p.onClose);
         return p;
       }
       p.raw.destroy();
@@ -138,13 +143,14 @@ export class StreamOpener {
   private async primeOne(): Promise<PrimedSocket> {
     const outer = await this.connectOuter();
     const status = await this.sendOpen(outer, true);
-    // While it waits, the relay may tell it the device went away: then it is dropped.
-    outer.tls.on('readable', onPrimedReadable);
-    outer.tls.once('close', () => {
-      const i = this.ready.findIndex((p) => p.tls === outer.tls);
+    // While it waits, the relay sends nothing; if it closes the socket (the device went away), it is dropped.
+    const onClose = (): void => {
+      const i = this.ready.findIndex((p) => p.raw === outer.raw);
       if (i >= 0) this.ready.splice(i, 1);
-    });
-    return { ...outer, status };
+    };
+    outer.raw.on('readable', onPrimedReadable);
+    outer.raw.once('close', onClose);
+    return { ...outer, status, onClose };
   }
 
   private connectOuter(): Promise<OuterSocket> {
@@ -153,7 +159,8 @@ export class StreamOpener {
   }
 
   private async sendOpen(outer: OuterSocket, prime: boolean): Promise<{ deviceId: string; streamId: string; deviceKey: string }> {
-    outer.tls.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.CLIENT_OPEN, { device: this.target.device, service: this.target.service, prime })]));
+    // The request is the last thing this side sends in TLS; the inner session follows on the TCP connection.
+    outer.tls.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.CLIENT_OPEN, { device: this.target.device, service: this.target.service, prime })]), () => outer.carrier.handOffWrites());
     let frame;
     try {
       frame = await readFrame(outer.tls, { expectPreamble: false, maxFrameBytes: MAX_FRAME_BYTES, timeoutMs: this.options.timeoutMs });
@@ -170,10 +177,16 @@ export class StreamOpener {
       outer.raw.destroy();
       throw errorFromWire(status.data.code, status.data.message);
     }
-    await this.deps.known.check(status.data.deviceId, status.data.deviceKey).catch((err: unknown) => {
+    try {
+      await this.deps.known.check(status.data.deviceId, status.data.deviceKey);
+      // The relay's handoff marker follows its status at once.
+      await withTimeout(outer.carrier.whenPeerHandsOff(), this.options.timeoutMs, 'no handoff from the relay');
+      if (outer.tls.readableLength > 0) throw new PortwayError('PW_BAD_FRAME', 'relay sent more than its status before the handoff');
+    } catch (err) {
       outer.raw.destroy();
       throw err;
-    });
+    }
+    outer.tls.destroy();
     return status.data;
   }
 
@@ -181,7 +194,7 @@ export class StreamOpener {
   private async finish(outer: OuterSocket, status: { deviceId: string; streamId: string }, awaitStatus: boolean): Promise<OpenedStream> {
     const pinned = this.deps.known.get(status.deviceId);
     const inner = tls.connect({
-      socket: outer.tls,
+      socket: outer.raw,
       secureContext: this.innerContext,
       servername: undefined,
       ALPNProtocols: this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : this.options.transport === 'serial-tap' ? [E2E_ALPN_SERIAL_TAP] : undefined,
@@ -232,7 +245,16 @@ export class StreamOpener {
   }
 }
 
-function onPrimedReadable(this: tls.TLSSocket): void {
-  // A primed socket only ever receives a failure status (device offline); drop it then.
+function onPrimedReadable(this: net.Socket): void {
+  // The relay sends nothing on a primed socket before the inner session starts; anything (or its end)
+  // means the socket is no good: drop it.
   this.destroy();
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PortwayError('PW_HANDSHAKE_TIMEOUT', `${what} within ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

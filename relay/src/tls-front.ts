@@ -4,10 +4,11 @@
  * We wrap the raw socket ourselves (instead of tls.Server) so that teardown can send a TCP RST
  * (`raw.resetAndDestroy()`), which a TLSSocket cannot do.
  */
-import type { X509Certificate } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { ALPN_DATA, ALPN_HTTP, ALPN_MQTT, RELAY_ALPNS } from '../../protocol';
+import { ALPN_DATA, ALPN_HTTP, ALPN_MQTT, MAX_TLS_RECORD_BYTES, parseClientHelloAlpn, RELAY_ALPNS, TLS_RECORD_HEADER_BYTES } from '../../protocol';
+import { HandoffCarrier } from '../../shared/tls-handoff';
 import { verifyPeerCert } from '../../shared/peer-cert';
 import { describeCert } from '../../shared/x509';
 import type { Logger } from '../../shared/logger';
@@ -27,6 +28,8 @@ export interface PeerIdentity {
 export interface Connection {
   readonly tls: tls.TLSSocket;
   readonly raw: net.Socket;
+  /** Data sockets only: the layer that ends the outer TLS at the handoff marker (shared/tls-handoff.ts). */
+  readonly carrier?: HandoffCarrier;
   readonly peer: PeerIdentity;
   readonly remote: string;
 }
@@ -57,6 +60,8 @@ export interface TlsFrontOptions {
 export class TlsFront {
   private server: net.Server | undefined;
   private readonly sockets = new Map<net.Socket, tls.TLSSocket>();
+  /** Connections whose ClientHello is still being read. */
+  private readonly peeking = new Set<net.Socket>();
   private readonly identities = new Map<string, { identity: PeerIdentity; notBefore: number; notAfter: number }>();
   private state: 'idle' | 'listening' | 'closed' = 'idle';
 
@@ -95,7 +100,22 @@ export class TlsFront {
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 30_000);
     raw.once('close', () => this.sockets.delete(raw));
-    const socket = new tls.TLSSocket(raw, {
+    const started = Date.now();
+    this.peeking.add(raw);
+    peekClientHelloAlpn(raw, this.options.tlsHandshakeTimeoutMs).then((offered) => {
+      this.peeking.delete(raw);
+      if (raw.destroyed || this.state === 'closed') {
+        raw.destroy();
+        return;
+      }
+      // Data sockets get a TLS layer that can end at the handoff marker; MQTT and HTTP keep Node's native one.
+      const carrier = offered.includes(ALPN_DATA) ? new HandoffCarrier(raw) : undefined;
+      this.startTls(raw, remote, carrier, Math.max(1, this.options.tlsHandshakeTimeoutMs - (Date.now() - started)));
+    });
+  }
+
+  private startTls(raw: net.Socket, remote: string, carrier: HandoffCarrier | undefined, handshakeTimeoutMs: number): void {
+    const socket = new tls.TLSSocket(carrier ?? raw, {
       isServer: true,
       secureContext: this.deps.secureContext,
       requestCert: true,
@@ -103,7 +123,7 @@ export class TlsFront {
       ALPNProtocols: [...RELAY_ALPNS],
     });
     this.sockets.set(raw, socket);
-    const timer = setTimeout(() => reject('PW_HANDSHAKE_TIMEOUT', 'TLS handshake timeout'), this.options.tlsHandshakeTimeoutMs);
+    const timer = setTimeout(() => reject('PW_HANDSHAKE_TIMEOUT', 'TLS handshake timeout'), handshakeTimeoutMs);
     const reject = (code: string, reason: string): void => {
       clearTimeout(timer);
       this.deps.log.info({ remote, code, reason }, 'relay.connection.rejected');
@@ -122,7 +142,7 @@ export class TlsFront {
       handshakeDone = true;
       clearTimeout(timer);
       const alpn = socket.alpnProtocol;
-      const conn: Connection = { tls: socket, raw, peer: this.identify(socket), remote };
+      const conn: Connection = { tls: socket, raw, carrier, peer: this.identify(socket), remote };
       if (alpn === ALPN_DATA) this.deps.routes.data(conn);
       else if (alpn === ALPN_MQTT) this.deps.routes.mqtt(conn);
       else if (alpn === ALPN_HTTP) this.deps.routes.http(conn);
@@ -138,8 +158,9 @@ export class TlsFront {
   private identify(socket: tls.TLSSocket): PeerIdentity {
     const cert = socket.getPeerX509Certificate();
     if (!cert) return { role: 'none' };
-    const raw = cert.raw;
-    const key = raw.toString('base64');
+    // Keyed by the certificate's SHA-256 (44 characters) rather than the certificate itself (about 1 KiB
+    // per cached device): the cache stays small next to the connections it serves.
+    const key = createHash('sha256').update(cert.raw).digest('base64');
     const now = Date.now();
     const cached = this.identities.get(key);
     if (cached && now >= cached.notBefore && now <= cached.notAfter) return cached.identity;
@@ -152,7 +173,7 @@ export class TlsFront {
   }
 
   get connectionCount(): number {
-    return this.sockets.size;
+    return this.sockets.size + this.peeking.size;
   }
 
   async stop(): Promise<void> {
@@ -160,8 +181,38 @@ export class TlsFront {
     this.state = 'closed';
     const server = this.server;
     for (const [raw, socket] of this.sockets) dropConnection({ raw, tls: socket });
+    for (const raw of this.peeking) raw.destroy();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
+}
+
+/**
+ * Read the first TLS record of a connection without consuming it (the bytes go back into the socket) and
+ * return the ALPN protocols its ClientHello offers: empty for anything unreadable, which then fails in the
+ * TLS layer with the usual reasons. Ends early, with what it has, when the socket closes or at the deadline.
+ */
+function peekClientHelloAlpn(raw: net.Socket, timeoutMs: number): Promise<readonly string[]> {
+  return new Promise<readonly string[]>((resolve) => {
+    let seen: Buffer = Buffer.alloc(0);
+    const done = (protocols: readonly string[]): void => {
+      clearTimeout(timer);
+      raw.off('data', onData);
+      raw.off('close', onClose);
+      raw.pause();
+      if (seen.length > 0 && !raw.destroyed) raw.unshift(seen);
+      resolve(protocols);
+    };
+    const onData = (chunk: Buffer): void => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const result = parseClientHelloAlpn(seen);
+      if (result.kind === 'alpn') done(result.protocols);
+      else if (result.kind === 'unknown' || seen.length >= MAX_TLS_RECORD_BYTES + TLS_RECORD_HEADER_BYTES) done([]);
+    };
+    const onClose = (): void => done([]);
+    const timer = setTimeout(() => done([]), timeoutMs);
+    raw.on('data', onData);
+    raw.once('close', onClose);
+  });
 }
 
 function identify(socket: tls.TLSSocket, ca: X509Certificate): PeerIdentity {

@@ -19,6 +19,7 @@ import {
   encodePreamble,
   FrameDecoder,
   FrameType,
+  HANDOFF_MARKER,
   MAX_FRAME_BYTES,
   MAX_PREAUTH_FRAME_BYTES,
   type ErrorCode,
@@ -27,6 +28,7 @@ import { CertificateAuthority } from '../../relay/src/pki';
 import { generateKeyPair } from '../../shared/x509';
 import { PORTWAY_BIN, isEvent, pseudoRandomBytes, type ManagedProcess, type PortwayCluster } from '../../devtools';
 import { type ByteCollector, Disposer, collectBytes, connectTcp, makeTempDir, once, runProcess, startCluster, startEchoServer } from '../helpers';
+import { startFaultProxy } from '../helpers/fault-proxy';
 
 const LOG_WAIT_MS = 10_000;
 /** FAST_RELAY_CONFIG's tlsHandshakeTimeoutMs and firstFrameTimeoutMs are 3 s: a stalled client is cut soon after. */
@@ -316,6 +318,72 @@ describe('relay under hostile input', () => {
     it('a user certificate posing as a device: PW_WRONG_ROLE', async () => {
       await expectDataRefusal(Buffer.concat([preamble, encodeFrame(FrameType.AGENT_HELLO, { kind: 'pool' })]), 'PW_WRONG_ROLE', user);
       await expectDataRefusal(Buffer.concat([preamble, encodeFrame(FrameType.AGENT_HELLO, { kind: 'dial', token: 'y'.repeat(43) })]), 'PW_WRONG_ROLE', user);
+    });
+  });
+
+  describe('data sockets: the handoff (protocol.md 3.7)', () => {
+    /** A user's data socket that sends CLIENT_OPEN and then `after` on the TCP connection, below TLS. */
+    async function openWithRawTail(after: Buffer, inTls: Buffer = Buffer.alloc(0)): Promise<Attempt & { tls: tls.TLSSocket; bytes: ByteCollector; log: Promise<Record<string, unknown>> }> {
+      const probe = await openData(user);
+      const log = relayLogFor(probe, 'relay.data.refused');
+      await new Promise<void>((resolve) => probe.tls.write(Buffer.concat([preamble, clientOpen, inTls]), () => resolve()));
+      probe.raw.write(after);
+      return { ...probe, log };
+    }
+
+    it('a damaged marker: PW_BAD_PREAMBLE, the connection is cut', async () => {
+      const damaged = Buffer.from(HANDOFF_MARKER);
+      damaged[7] = 0x02;
+      const probe = await openWithRawTail(Buffer.concat([damaged, Buffer.from('inner bytes')]));
+      await echoRoundTrip();
+      expect(await probe.log).toMatchObject({ code: 'PW_BAD_PREAMBLE', level: 30 });
+      await probe.bytes.waitForClose(LOG_WAIT_MS);
+      await echoRoundTrip();
+      expectRelayAlive();
+    });
+
+    it('bytes that are neither a TLS record nor the marker: PW_BAD_PREAMBLE', async () => {
+      const probe = await openWithRawTail(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+      expect(await probe.log).toMatchObject({ code: 'PW_BAD_PREAMBLE', level: 30 });
+      await probe.bytes.waitForClose(LOG_WAIT_MS);
+      await echoRoundTrip();
+      expectRelayAlive();
+    });
+
+    it('TLS data between CLIENT_OPEN and the marker: RELAY_STATUS PW_BAD_FRAME', async () => {
+      const probe = await openWithRawTail(HANDOFF_MARKER, encodeFrame(FrameType.CLIENT_OPEN, { device: 'pi1', service: 'echo' }));
+      expect((await readRefusal(probe.bytes)).code).toBe('PW_BAD_FRAME');
+      expect(await probe.log).toMatchObject({ code: 'PW_BAD_FRAME', level: 30 });
+      await echoRoundTrip();
+      expectRelayAlive();
+    });
+
+    it('no marker after CLIENT_OPEN: cut at the first-frame deadline with PW_HANDSHAKE_TIMEOUT', async () => {
+      const probe = await openWithRawTail(Buffer.alloc(0));
+      expect((await readRefusal(probe.bytes, 15_000)).code).toBe('PW_HANDSHAKE_TIMEOUT');
+      expect(await probe.log).toMatchObject({ code: 'PW_HANDSHAKE_TIMEOUT' });
+      await echoRoundTrip();
+      expectRelayAlive();
+    }, 30_000);
+
+    it('a byte flipped on the link after the handoff aborts the stream: an error on the client, no corrupted byte delivered', async () => {
+      // A second client configuration whose relay address is a fault proxy in front of the relay.
+      const proxy = await startFaultProxy(disposer, { host: '127.0.0.1', port: cluster.relayPort });
+      const home = path.join(cluster.dir, 'flip-home');
+      await fs.cp(cluster.configHome, home, { recursive: true });
+      const clientJson = path.join(home, 'portway', 'client.json');
+      const settings = JSON.parse(await fs.readFile(clientJson, 'utf8')) as Record<string, unknown>;
+      await fs.writeFile(clientJson, JSON.stringify({ ...settings, relay: `127.0.0.1:${proxy.port}` }), { mode: 0o600 });
+      const payload = pseudoRandomBytes('flip', 128 * 1024).toString('hex'); // text: runProcess decodes stdout as UTF-8
+      // Well past the handshakes (a few KiB): inside the inner session's records.
+      proxy.proxy.setBitflip('upstream', { atByte: 64 * 1024, bit: 3 });
+      const result = await runProcess(disposer, process.execPath, [PORTWAY_BIN, 'pipe', 'pi1', 'echo'], { input: payload, env: { ...process.env, XDG_CONFIG_HOME: home }, timeoutMs: 30_000 });
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toMatch(/PW_[A-Z_]+/);
+      expect(result.stdout.length).toBeLessThan(payload.length);
+      expect(payload.startsWith(result.stdout)).toBe(true);
+      await echoRoundTrip();
+      expectRelayAlive();
     });
   });
 

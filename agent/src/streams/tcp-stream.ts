@@ -1,8 +1,8 @@
 /**
- * One stream on the device: a data socket that received STREAM_OPEN becomes the outer layer of the inner
- * TLS session, the agent being its server. The agent checks the user's certificate against the identity
- * the relay announced, checks the service against its own allow-list (whatever the relay says), connects
- * to the local service, reports the outcome in E2E_STATUS (inside the end-to-end session, so the relay can
+ * One stream on the device: a data socket that received STREAM_OPEN (and handed off: its outer TLS layer is
+ * gone) carries the inner TLS session on its TCP connection, the agent being its server. The agent checks
+ * the user's certificate against the identity the relay announced, checks the service against its own
+ * allow-list (whatever the relay says), connects to the local service, reports the outcome in E2E_STATUS (inside the end-to-end session, so the relay can
  * neither read nor forge it), and pumps bytes.
  */
 import type { X509Certificate } from 'node:crypto';
@@ -33,7 +33,7 @@ export async function runStream(
   onHandshakeDone: () => void = () => undefined,
 ): Promise<PumpResult | undefined> {
   const log = deps.log.child({ streamId: open.streamId, service: open.service, userId: open.user.id });
-  const outer = dataSocket.tls;
+  const outer = dataSocket.raw;
   log.debug({ buffered: outer.readableLength }, 'agent.stream.open_received');
   // A forward proxy offers E2E_ALPN_DATAGRAMS for a UDP session, E2E_ALPN_SERIAL_TAP for a read-only serial
   // tap and nothing for a byte stream (TCP, or the writer of a serial port).

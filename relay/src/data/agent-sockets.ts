@@ -54,8 +54,11 @@ export class AgentSockets {
     this.idleWatchers.set(conn, watcher);
     conn.tls.on('readable', watcher);
     conn.tls.once('close', () => {
+      // The TLS layer closes with its TCP connection, or alone when the carrier met garbage: drop both.
+      const wasPooled = pool.has(conn);
       remove();
       this.unwatch(conn);
+      if (wasPooled) dropConnection(conn);
     });
     return true;
   }

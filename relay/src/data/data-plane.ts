@@ -8,6 +8,10 @@
  *   asked to dial for one stream (one-time token).
  * - Paired: STREAM_OPEN goes to the agent, then the two sockets are spliced. The relay never parses or
  *   decrypts what flows after that: it is the inner end-to-end TLS session.
+ * - Handoff (protocol/tls-records.ts): CLIENT_OPEN is the client's last TLS record, a successful
+ *   RELAY_STATUS the relay's last to the client, STREAM_OPEN its last to the agent; each is followed by a
+ *   marker, after which the TCP connections carry the inner session and the relay splices TCP to TCP.
+ *   Refusals are sent in TLS without a marker (the connection ends there).
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -22,6 +26,7 @@ import {
 } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { readFrame } from '../../../shared/read-frame';
+import type { HandoffCarrier } from '../../../shared/tls-handoff';
 import { canReach, checkCertToken } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { Device, Store, User } from '../store';
@@ -110,10 +115,11 @@ export class DataPlane {
       timeoutMs: this.options.firstFrameTimeoutMs,
       signal: this.abort.signal,
     });
+    if (!conn.carrier) throw new PortwayError('PW_BAD_PREAMBLE', 'data socket without the handoff layer');
     if (frame.type === FrameType.CLIENT_OPEN) {
       const open = clientOpenSchema.safeParse(frame.payload);
       if (!open.success) throw new PortwayError('PW_BAD_FRAME', 'malformed CLIENT_OPEN');
-      await this.acceptClient(conn, open.data);
+      await this.acceptClient(conn, conn.carrier, open.data);
     } else if (frame.type === FrameType.AGENT_HELLO) {
       const hello = agentHelloSchema.safeParse(frame.payload);
       if (!hello.success) throw new PortwayError('PW_BAD_FRAME', 'malformed AGENT_HELLO');
@@ -121,6 +127,28 @@ export class DataPlane {
     } else {
       throw new PortwayError('PW_BAD_FRAME', `frame type 0x${frame.type.toString(16)} cannot open a data socket`);
     }
+  }
+
+  /** The client's marker follows CLIENT_OPEN at once; nothing may come between them. */
+  private async awaitClientHandoff(conn: Connection, carrier: HandoffCarrier): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      carrier.whenPeerHandsOff(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new PortwayError('PW_HANDSHAKE_TIMEOUT', 'no handoff after CLIENT_OPEN')), this.options.firstFrameTimeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (conn.tls.readableLength > 0) throw new PortwayError('PW_BAD_FRAME', 'data between CLIENT_OPEN and the handoff');
+  }
+
+  /** Send the relay's last TLS frame on a data socket, then its handoff marker; resolves once both are queued. */
+  private sendLast(conn: Connection, frame: Buffer): Promise<void> {
+    return new Promise<void>((resolve) => {
+      conn.tls.write(frame, () => {
+        conn.carrier?.handOffWrites();
+        resolve();
+      });
+    });
   }
 
   private async acceptAgent(conn: Connection, token: string | undefined): Promise<void> {
@@ -174,16 +202,17 @@ export class DataPlane {
     return device;
   }
 
-  private async acceptClient(conn: Connection, open: ClientOpen): Promise<void> {
+  private async acceptClient(conn: Connection, carrier: HandoffCarrier, open: ClientOpen): Promise<void> {
     const user = await this.authenticateUser(conn);
     const device = await this.resolveDevice(user, open);
+    await this.awaitClientHandoff(conn, carrier);
     const streamId = randomBytes(8).toString('hex');
     const ok = encodeFrame(FrameType.RELAY_STATUS, { ok: true, streamId, deviceId: device.id, deviceName: device.name, deviceKey: device.keyFingerprint });
     const log = this.deps.log.child({ streamId, deviceId: device.id, userId: user.id, service: open.service });
     this.deps.registry.warmPool(device.id);
     if (open.prime) {
       this.trackPrimed(conn, user.id, device.id);
-      conn.tls.write(ok);
+      await this.sendLast(conn, ok);
       await this.waitForFirstBytes(conn);
       this.untrackPrimed(conn);
       const agent = await this.acquireAgent(device.id).catch((err: unknown) => {
@@ -195,11 +224,11 @@ export class DataPlane {
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     } else {
       const agent = await this.acquireAgent(device.id);
-      if (conn.tls.destroyed) {
+      if (conn.raw.destroyed) {
         dropConnection(agent);
         return;
       }
-      conn.tls.write(ok);
+      await this.sendLast(conn, ok);
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     }
   }
@@ -221,25 +250,26 @@ export class DataPlane {
     }
   }
 
+  /** A primed socket (already handed off) waits on TCP for the client's first inner bytes. */
   private waitForFirstBytes(conn: Connection): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => done(new PortwayError('PW_HANDSHAKE_TIMEOUT', 'primed socket idle too long')), this.options.primedIdleMs);
       const done = (err?: PortwayError): void => {
         clearTimeout(timer);
-        conn.tls.off('readable', onReadable);
-        conn.tls.off('close', onClose);
+        conn.raw.off('readable', onReadable);
+        conn.raw.off('close', onClose);
         if (err) {
           this.untrackPrimed(conn);
           reject(err);
         } else resolve();
       };
       const onReadable = (): void => {
-        if (conn.tls.readableLength > 0) done();
-        else if (conn.tls.readableEnded) done(new PortwayError('PW_STREAM_ABORTED', 'primed socket closed'));
+        if (conn.raw.readableLength > 0) done();
+        else if (conn.raw.readableEnded) done(new PortwayError('PW_STREAM_ABORTED', 'primed socket closed'));
       };
       const onClose = (): void => done(new PortwayError('PW_STREAM_ABORTED', 'primed socket closed'));
-      conn.tls.on('readable', onReadable);
-      conn.tls.once('close', onClose);
+      conn.raw.on('readable', onReadable);
+      conn.raw.once('close', onClose);
       onReadable();
     });
   }
@@ -256,16 +286,21 @@ export class DataPlane {
 
   private pair(client: Connection, agent: Connection, s: { streamId: string; deviceId: string; service: string; user: User; log: Logger }): void {
     const certFingerprint = client.peer.certFingerprint as string;
-    agent.tls.write(encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service: s.service, user: { id: s.user.id, name: s.user.name, certFingerprint } }));
+    const streamOpen = encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service: s.service, user: { id: s.user.id, name: s.user.name, certFingerprint } });
     this.streamsPerDevice.set(s.deviceId, (this.streamsPerDevice.get(s.deviceId) ?? 0) + 1);
     this.streamsTotal++;
     s.log.info('relay.stream.opened');
-    splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs }).then((result) => {
-      const n = (this.streamsPerDevice.get(s.deviceId) ?? 1) - 1;
-      if (n <= 0) this.streamsPerDevice.delete(s.deviceId);
-      else this.streamsPerDevice.set(s.deviceId, n);
-      s.log.info({ outcome: result.outcome, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA }, 'relay.stream.closed');
-    }, (err: unknown) => s.log.error({ err }, 'relay.stream.splice_failed'));
+    this.sendLast(agent, streamOpen)
+      .then(() => splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs }))
+      .then(
+        (result) => {
+          const n = (this.streamsPerDevice.get(s.deviceId) ?? 1) - 1;
+          if (n <= 0) this.streamsPerDevice.delete(s.deviceId);
+          else this.streamsPerDevice.set(s.deviceId, n);
+          s.log.info({ outcome: result.outcome, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA }, 'relay.stream.closed');
+        },
+        (err: unknown) => s.log.error({ err }, 'relay.stream.splice_failed'),
+      );
   }
 
   private deviceOffline(deviceId: string): void {
@@ -273,7 +308,8 @@ export class DataPlane {
     for (const p of this.primed) {
       if (p.deviceId !== deviceId) continue;
       this.untrackPrimed(p.conn);
-      p.conn.tls.end(encodeFrame(FrameType.RELAY_STATUS, new PortwayError('PW_DEVICE_OFFLINE').toWire()));
+      // Its TLS layer has ended (handoff): closing it is how the client learns; it opens a cold socket next.
+      dropConnection(p.conn);
     }
   }
 
@@ -282,11 +318,18 @@ export class DataPlane {
     this.rejects[error.code] = (this.rejects[error.code] ?? 0) + 1;
     const level = error.code === 'PW_INTERNAL' ? 'error' : 'info';
     this.deps.log[level]({ remote: conn.remote, code: error.code, reason: error.message, err: error.code === 'PW_INTERNAL' ? err : undefined }, 'relay.data.refused');
-    if (conn.tls.destroyed) return;
+    const carrier = conn.carrier;
+    if (conn.tls.destroyed || conn.raw.destroyed || (carrier && (carrier.destroyed || carrier.handedOffWrites))) {
+      // No frame can be sent any more (the TLS layer failed, or ended at the handoff): cut the connection so
+      // the peer sees an error.
+      dropConnection(conn, { reset: true });
+      return;
+    }
     // A client still reading frames learns why; everyone else just sees the socket end.
     conn.tls.end(encodeFrame(FrameType.RELAY_STATUS, error.toWire()));
     const timer = setTimeout(() => dropConnection(conn), 2_000);
     timer.unref();
-    conn.tls.once('close', () => clearTimeout(timer));
+    conn.raw.once('close', () => clearTimeout(timer));
   }
+
 }

@@ -1,8 +1,11 @@
 /**
- * Pipe two paired data sockets into each other: bytes both ways with backpressure (pipe() pauses the
- * source while the sink's buffer is full, so a stream holds at most about two socket buffers' worth per
- * direction at the relay), EOF propagated, and one teardown for both: if either side fails or closes
- * without an orderly end, the other is reset (RST), so the far end sees an error and not a clean EOF.
+ * Pipe two paired data sockets into each other once their outer TLS layers have ended: TCP to TCP, the
+ * inner end-to-end session's bytes as they come (the relay has no key for them). Each direction starts
+ * when its source has sent its handoff marker (protocol/tls-records.ts); the relay must already have sent
+ * its own to the destination. Backpressure: pipe() pauses the source while the sink's buffer is full, so a
+ * stream holds at most about two socket buffers' worth per direction at the relay. EOF is propagated, and
+ * there is one teardown for both: if either side fails or closes without an orderly end (or before its
+ * handoff), the other is reset (RST), so the far end sees an error and not a clean EOF.
  */
 import { dropConnection, type Connection } from '../tls-front';
 
@@ -20,25 +23,24 @@ export interface SpliceResult {
 export function splice(a: Connection, b: Connection, options: SpliceOptions): Promise<SpliceResult> {
   return new Promise<SpliceResult>((resolve) => {
     let ended = 0;
+    let closed = 0;
     let done = false;
     let grace: NodeJS.Timeout | undefined;
-    let bytesAtoB = 0;
-    let bytesBtoA = 0;
-    const countA = (chunk: Buffer): void => {
-      bytesAtoB += chunk.length;
-    };
-    const countB = (chunk: Buffer): void => {
-      bytesBtoA += chunk.length;
-    };
+    const bytes = { aToB: 0, bToA: 0 };
     const finish = (outcome: SpliceResult['outcome']): void => {
       if (done) return;
       done = true;
       if (grace) clearTimeout(grace);
-      resolve({ outcome, bytesAtoB, bytesBtoA });
+      // The outer TLS sockets have been idle since the handoff; free them with the connections.
+      for (const side of [a, b]) dropConnection(side);
+      resolve({ outcome, bytesAtoB: bytes.aToB, bytesBtoA: bytes.bToA });
     };
     const abort = (): void => {
+      if (done) return;
+      done = true;
+      if (grace) clearTimeout(grace);
       for (const side of [a, b]) dropConnection(side, { reset: true });
-      finish('aborted');
+      resolve({ outcome: 'aborted', bytesAtoB: bytes.aToB, bytesBtoA: bytes.bToA });
     };
     const onEnd = (): void => {
       ended++;
@@ -47,20 +49,34 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
         grace.unref();
       }
     };
-    let closed = 0;
     const onClose = (): void => {
       closed++;
       if (ended < 2) abort();
       else if (closed === 2) finish('complete');
     };
+    const start = (src: Connection, dst: Connection, count: (n: number) => void): void => {
+      const ready = src.carrier ? src.carrier.whenPeerHandsOff() : Promise.resolve();
+      ready.then(() => {
+        if (done) return;
+        // Anything the peer still sent inside TLS after its last frame breaks the protocol.
+        if (src.tls.readableLength > 0 || src.raw.destroyed) {
+          abort();
+          return;
+        }
+        src.raw.on('data', (chunk: Buffer) => count(chunk.length));
+        src.raw.once('end', onEnd);
+        src.raw.pipe(dst.raw);
+      }, abort);
+    };
     for (const side of [a, b]) {
-      side.tls.on('error', abort);
-      side.tls.once('end', onEnd);
-      side.tls.once('close', onClose);
+      if (side.raw.destroyed) {
+        abort();
+        return;
+      }
+      side.raw.on('error', abort);
+      side.raw.once('close', onClose);
     }
-    a.tls.on('data', countA);
-    b.tls.on('data', countB);
-    a.tls.pipe(b.tls);
-    b.tls.pipe(a.tls);
+    start(a, b, (n) => (bytes.aToB += n));
+    start(b, a, (n) => (bytes.bToA += n));
   });
 }
