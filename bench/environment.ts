@@ -6,7 +6,7 @@
  *     `iperf`, `echo` and `ssh` (the device sshd), and `portway connect` processes per service.
  * Every part registers its stop on the run's Teardown.
  */
-import { makeTempDir, PortwayCluster, startEchoServer, type EchoServer, type ManagedProcess } from '../devtools';
+import { makeTempDir, PortwayCluster, relayUnitNodeArgs, startEchoServer, type EchoServer, type ManagedProcess } from '../devtools';
 import { type IperfServer, startIperfServer } from './iperf';
 import { openSshTunnel, sshConfigPath, startSshPair, type SshPair, type SshTunnel, writeSshConfig } from './ssh-jump';
 import type { Teardown } from './teardown';
@@ -72,6 +72,7 @@ export class BenchEnvironment {
       const cluster = await PortwayCluster.start({
         dir: `${dir}/cluster`,
         deviceName: DEVICE_NAME,
+        relayNodeArgs: relayUnitNodeArgs(),
         services: [
           { name: 'iperf', type: 'tcp', target: `127.0.0.1:${iperf.port}` },
           { name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` },

@@ -8,9 +8,9 @@
  *   per agent = (RSS_N - RSS_0) / N, from /proc/<relay pid>/status (VmRSS), each reading the median of 5
  *   samples taken after the relay settled. No forced GC (the relay runs as in production).
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PortwayCluster } from '../devtools';
+import { PortwayCluster, relayUnitNodeArgs } from '../devtools';
 import { apiRequest } from '../shared/https-json';
 import type { BenchContext } from './context';
 import { NOTES_MEMORY } from './notes-baselines';
@@ -18,6 +18,7 @@ import { readPssKiB, readRssKiB } from './proc-stats';
 import type { ResultRow } from './report';
 import { median } from './stats';
 import { type TrackedChild, spawnTracked } from './teardown';
+import { measureTlsFloor } from './tls-floor';
 
 const TARGET_KIB_PER_AGENT = 64;
 const RSS_SAMPLES = 5;
@@ -72,7 +73,7 @@ async function waitOnline(cluster: PortwayCluster, caPem: string, want: number):
 export async function runMemory(ctx: BenchContext): Promise<ResultRow[]> {
   const n = ctx.options.agents;
   const dir = await ctx.env.dir();
-  const cluster = await PortwayCluster.start({ dir: path.join(dir, 'memory-cluster'), deviceName: 'real-agent', services: [] });
+  const cluster = await PortwayCluster.start({ dir: path.join(dir, 'memory-cluster'), deviceName: 'real-agent', services: [], relayNodeArgs: relayUnitNodeArgs() });
   ctx.teardown.add('memory cluster', () => cluster.stop());
   const caPem = await readFile(path.join(cluster.relayDir, 'ca.crt'), 'utf8');
   const enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', String(n)])).stdout.trim();
@@ -104,7 +105,12 @@ export async function runMemory(ctx: BenchContext): Promise<ResultRow[]> {
   await fleet.stop();
   await cluster.stop();
 
-  ctx.record('memory', { agents: n, enrollMs: enrolled.ms, connectMs: online.ms, fleetOnline: online.count, fleetFailed: online.failed, relayOnlineSeen: seen, base, loaded, fleetProcessRssKiB: fleetRss, perAgentKiB: perAgent, perAgentPssKiB: perAgentPss });
+  ctx.progress(`memory: the floor, a bare Node TLS server holding ${n} idle mutual-TLS connections`);
+  const floorDir = path.join(dir, 'tls-floor');
+  await mkdir(floorDir, { recursive: true });
+  const floorKiB = await measureTlsFloor(ctx.teardown, floorDir, n, relayUnitNodeArgs());
+
+  ctx.record('memory', { floorKiBPerConnection: floorKiB, agents: n, enrollMs: enrolled.ms, connectMs: online.ms, fleetOnline: online.count, fleetFailed: online.failed, relayOnlineSeen: seen, base, loaded, fleetProcessRssKiB: fleetRss, perAgentKiB: perAgent, perAgentPssKiB: perAgentPss });
   return [
     {
       section: 'memory',
@@ -112,7 +118,7 @@ export async function runMemory(ctx: BenchContext): Promise<ResultRow[]> {
       path: 'Portway relay',
       result: `${perAgent.toFixed(1)} KiB`,
       values: { perAgentKiB: perAgent, perAgentPssKiB: perAgentPss, rss0KiB: base.rssKiB, rssNKiB: loaded.rssKiB, agents: n },
-      comparison: `RSS ${(base.rssKiB / 1024).toFixed(1)} → ${(loaded.rssKiB / 1024).toFixed(1)} MiB${perAgentPss === undefined ? '' : `; PSS ${perAgentPss.toFixed(1)} KiB/agent`}`,
+      comparison: `RSS ${(base.rssKiB / 1024).toFixed(1)} → ${(loaded.rssKiB / 1024).toFixed(1)} MiB${perAgentPss === undefined ? '' : `; PSS ${perAgentPss.toFixed(1)} KiB/agent`}; bare Node mutual-TLS server, same run: ${floorKiB.toFixed(1)} KiB per idle connection`,
       target: `≤ ${TARGET_KIB_PER_AGENT} KiB`,
       targetMet: perAgent <= TARGET_KIB_PER_AGENT,
       notes: NOTES_MEMORY,

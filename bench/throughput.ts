@@ -1,7 +1,8 @@
 /**
  * Section 1, throughput: iperf3 client -> path -> iperf3 server on 127.0.0.1, forward and reverse (-R),
- * 1 stream and -P 8, for three paths measured in the same run: direct loopback, a warm `ssh -J` tunnel
- * (AES-128-GCM) and Portway (`portway connect pi1 iperf`). Runs are interleaved (each configuration for
+ * 1 stream and -P 8, for four paths measured in the same run: direct loopback, a warm `ssh -J` tunnel
+ * (AES-128-GCM), the baseline notes' node-tls2 model (bench/tls2-model.ts: TLS inside TLS through a Node
+ * relay, the floor of the design Portway started from) and Portway (`portway connect pi1 iperf`). Runs are interleaved (each configuration for
  * every path before the next configuration), each preceded by a quiet-machine check; a contaminated or
  * failed run is retried up to `retries` times. Figure = median of the clean runs (Gbit/s received).
  */
@@ -12,6 +13,9 @@ import { findPidsByCommandLine } from './pids';
 import { checkText, cpuText, fmt, type ResultRow } from './report';
 import { checkedRun, type RunCheck } from './run-check';
 import { median } from './stats';
+import { startTls2Model } from './tls2-model';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 
 const CONFIGS: readonly { key: ThroughputConfig; label: string; reverse: boolean; parallel: number }[] = [
   { key: 'fwd1', label: 'fwd, 1 stream', reverse: false, parallel: 1 },
@@ -20,8 +24,7 @@ const CONFIGS: readonly { key: ThroughputConfig; label: string; reverse: boolean
   { key: 'rev8', label: 'reverse, 8 streams', reverse: true, parallel: 8 },
 ];
 
-type PathKey = 'direct' | 'sshJ' | 'portway';
-const PORTWAY_MIN_GBPS = 3.4;
+type PathKey = 'direct' | 'sshJ' | 'model' | 'portway';
 /** Wall time all retries together may take. */
 const RETRY_BUDGET_MS = 60_000;
 
@@ -48,6 +51,11 @@ export async function runThroughput(ctx: BenchContext): Promise<ResultRow[]> {
   const tunnel = await env.sshTunnel();
   const cluster = await env.cluster();
   const fwd = await env.connect('iperf');
+  const model = await startTls2Model(ctx.teardown, await env.dir().then(async (d) => {
+    const dir = path.join(d, 'tls2-model');
+    await fs.mkdir(dir, { recursive: true });
+    return dir;
+  }), iperf.port);
 
   const sshRoles = new Map<number, string>();
   sshRoles.set(tunnel.proc.child.pid ?? -1, 'ssh');
@@ -60,6 +68,7 @@ export async function runThroughput(ctx: BenchContext): Promise<ResultRow[]> {
   const paths: PathSpec[] = [
     { key: 'direct', label: 'direct loopback', port: iperf.port, roles: new Map() },
     { key: 'sshJ', label: 'ssh -J (aes128-gcm)', port: tunnel.localPorts[0] as number, roles: sshRoles },
+    { key: 'model', label: 'node-tls2 model', port: model.port, roles: model.roles },
     { key: 'portway', label: 'Portway', port: fwd.port, roles: portwayRoles },
   ];
 
@@ -133,9 +142,17 @@ function summarizeRuns(runs: readonly RunRecord[], paths: readonly PathSpec[]): 
       if (path.key === 'portway' && gbps !== undefined) {
         const ssh = figures.get('sshJ');
         const direct = figures.get('direct');
-        comparison = [ssh ? `${(gbps / ssh).toFixed(2)}× ssh -J` : '', direct ? `${((gbps / direct) * 100).toFixed(0)} % of direct` : ''].filter(Boolean).join('; ');
-        target = `≥ ${PORTWAY_MIN_GBPS} Gbit/s; stretch ≥ ssh -J`;
-        targetMet = gbps >= PORTWAY_MIN_GBPS;
+        const floor = figures.get('model');
+        comparison = [
+          ssh ? `${(gbps / ssh).toFixed(2)}× ssh -J` : '',
+          floor ? `${(gbps / floor).toFixed(2)}× node-tls2 model` : '',
+          direct ? `${((gbps / direct) * 100).toFixed(0)} % of direct` : '',
+        ].filter(Boolean).join('; ');
+        // The issue's target: at least ssh -J (AES-128-GCM) of the same run. (The notes' absolute 3.4 Gbit/s,
+        // 90 % of the node-tls2 model there, depends on how fast the machine is that day; the model row is
+        // measured in this run instead.)
+        target = '≥ ssh -J (same run)';
+        targetMet = ssh !== undefined && gbps >= ssh;
       }
       rows.push({
         section: 'throughput',

@@ -5,7 +5,7 @@
  * Ready-detection reads the JSON log lines each process prints (relay.started, agent.control.online).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { findFreePort } from './ports';
 
@@ -30,6 +30,8 @@ export interface ClusterOptions {
   readonly logLevel?: string;
   /** The relay's store (`--db`): a postgres:// URL; absent = SQLite in the relay's data dir. */
   readonly relayDb?: string;
+  /** Node options for the relay process, e.g. `relayUnitNodeArgs()` to run it as systemd/portway-relay.service does. */
+  readonly relayNodeArgs?: readonly string[];
 }
 
 export interface CliResult {
@@ -197,8 +199,8 @@ export class PortwayCluster {
     await fs.writeFile(this.agentConfigFile, JSON.stringify(config, null, 2));
   }
 
-  spawnCli(args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}): ManagedProcess {
-    const child = spawn(process.execPath, [PORTWAY_BIN, ...args], { env: { ...this.env, ...extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
+  spawnCli(args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}, nodeArgs: readonly string[] = []): ManagedProcess {
+    const child = spawn(process.execPath, [...nodeArgs, PORTWAY_BIN, ...args], { env: { ...this.env, ...extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
     const proc = new ManagedProcess(child);
     this.children.add(proc);
     proc.exited.then(() => this.children.delete(proc), () => undefined);
@@ -222,7 +224,11 @@ export class PortwayCluster {
   }
 
   async startRelay(): Promise<ManagedProcess> {
-    const relay = this.spawnCli(['relay', '--data', this.relayDir, ...this.dbArgs, '--listen', this.relayAddress, '--config', path.join(this.dir, 'relay.json'), '--log-level', this.options.logLevel ?? 'info']);
+    const relay = this.spawnCli(
+      ['relay', '--data', this.relayDir, ...this.dbArgs, '--listen', this.relayAddress, '--config', path.join(this.dir, 'relay.json'), '--log-level', this.options.logLevel ?? 'info'],
+      {},
+      this.options.relayNodeArgs,
+    );
     this.relay = relay;
     await relay.waitForLine(isEvent('relay.started'), 20_000, 'relay.started');
     return relay;
@@ -254,4 +260,11 @@ export class PortwayCluster {
   async stop(): Promise<void> {
     await Promise.all([...this.children].map((c) => c.stop('SIGTERM', 5_000)));
   }
+}
+
+/** The Node options systemd/portway-relay.service starts the relay with (between /usr/bin/node and the script). */
+export function relayUnitNodeArgs(): string[] {
+  const unit = readFileSync(path.resolve(__dirname, path.basename(path.dirname(__dirname)) === 'dist' ? '../..' : '..', 'systemd', 'portway-relay.service'), 'utf8');
+  const exec = /^ExecStart=\S*node((?:\s+--\S+)*)\s/m.exec(unit);
+  return exec?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
 }
