@@ -5,7 +5,7 @@
  * publishes garbage on its telemetry topic gets each sample dropped with a logged reason, the relay keeps
  * running and keeps the last good sample.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -62,6 +62,22 @@ async function connectAsDevice(disposer: Disposer, cluster: PortwayCluster): Pro
   return { client, deviceId };
 }
 
+/** Regular files (not /dev, sockets or pipes) a process holds open with O_WRONLY or O_RDWR. */
+function filesOpenForWriting(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      const flags = Number.parseInt(/^flags:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? '0', 8);
+      if (target.startsWith('/') && !target.startsWith('/dev/') && (flags & 0o3) !== 0) out.push(target);
+    } catch (err) {
+      // ENOENT: the descriptor was closed while listing
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  return out;
+}
+
 describe('telemetry', () => {
   const disposer = new Disposer();
   afterEach(() => disposer.run());
@@ -96,6 +112,18 @@ describe('telemetry', () => {
     expect(detail.code).toBe(0);
     for (const key of ['name:', 'online:', 'os:', 'uptime:', 'cpu:', 'load average:', 'memory:', 'root fs:', 'agent process:']) expect(detail.stdout).toContain(key);
     expect(detail.stdout).toContain(`kernel ${os.release()}`);
+
+    // Steady state writes nothing to the card: the identity files keep their mtimes over several samples, and the
+    // agent holds no regular file open for writing (its logs go to stdout, i.e. the journal).
+    const stateDir = path.join(cluster.dir, 'agent-state');
+    const mtimes = (): Record<string, number> => Object.fromEntries(readdirSync(stateDir).map((f) => [f, statSync(path.join(stateDir, f)).mtimeMs]));
+    const before = mtimes();
+    const at = (await showJson(cluster, cluster.deviceName)).telemetry?.at ?? 0;
+    await waitFor(async () => ((await showJson(cluster, cluster.deviceName)).telemetry?.at ?? 0) >= at + 2_000, { timeoutMs: 15_000, intervalMs: 300, description: 'two more samples' });
+    expect(mtimes()).toEqual(before);
+    const pid = cluster.agent?.child.pid as number;
+    const writable = filesOpenForWriting(cluster.agent?.child.pid as number);
+    expect(writable).toEqual([]);
 
     // Offline: presence says when it was last seen, the last sample stays.
     await cluster.agent?.stop();

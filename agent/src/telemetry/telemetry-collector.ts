@@ -3,7 +3,7 @@
  *
  * Cost matters on a Pi, so every source is the cheapest that gives the figure, measured on x64
  * (docs/device.md has the numbers): systeminformation's currentLoad() and mem() read /proc in-process, and
- * osInfo() runs once (it spawns helpers) and is cached. Its cpuTemperature(), fsSize(), time() and
+ * osInfo() runs once (it spawns helpers) and is cached; they are loaded from their own modules (system-info.ts). Its cpuTemperature(), fsSize(), time() and
  * networkInterfaces() spawn shells (cpuTemperature with execSync, blocking the event loop), so the
  * collector reads the same kernel sources directly instead: the thermal zones in sysfs, statfs(2) of "/",
  * os.uptime() and os.networkInterfaces(). The Pi's throttling state comes from throttle-state.ts.
@@ -11,8 +11,8 @@
 import { readFile, readdir, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import si from 'systeminformation';
 import type { DeviceTelemetry } from '../../../protocol';
+import * as si from './system-info';
 import { readThrottleState, type ThrottleSource } from './throttle-state';
 
 export interface TelemetryCollectorOptions {
