@@ -135,6 +135,27 @@ program
   });
 
 program
+  .command('claim')
+  .description('take ownership of a device with its claim code (from its label, console or boot partition)')
+  .argument('<code>', 'the claim code, e.g. 7K3Q-X9AD-4MBN-PRT0-VWH8-ZC5E')
+  .option('--name <name>', 'name for the device (default: the name it registered with)')
+  .action(async (code: string, o: { name?: string }) => {
+    const { claimDevice } = load<typeof import('../client/src/claim.js')>('../client/src/claim');
+    const claimed = await claimDevice(code, { name: o.name });
+    process.stdout.write(`claimed ${claimed.name} (${claimed.deviceId}); device key ${claimed.keyFingerprint} pinned\n`);
+  });
+
+program
+  .command('claim-code')
+  .description('claim codes for devices')
+  .command('new')
+  .description('print a new claim code (for a label, and the agent config "claimCode" or portway.toml)')
+  .action(() => {
+    const { newClaimCodeText } = load<typeof import('../client/src/claim.js')>('../client/src/claim');
+    process.stdout.write(`${newClaimCodeText()}\n`);
+  });
+
+program
   .command('devices')
   .description('list your devices: name, ID, online or last seen, uptime, CPU temperature, memory, services')
   .option('--json', 'machine-readable output (with the latest telemetry)')

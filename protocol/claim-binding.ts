@@ -40,7 +40,7 @@ const pollTokenSchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 byte
 /** POST /v1/claims/device/register (no bearer): a device with a claim code announces itself. */
 export const claimRegisterSchema = z.object({ claimId: claimIdSchema, name: nameSchema, csr: z.string().min(1).max(8192), pollToken: pollTokenSchema });
 /** POST /v1/claims/device/wait: long poll for an offer or for the certificate. */
-export const claimWaitSchema = z.object({ claimId: claimIdSchema, pollToken: pollTokenSchema });
+export const claimWaitSchema = z.object({ claimId: claimIdSchema, pollToken: pollTokenSchema, waitMs: z.number().int().min(0).max(60_000).optional() });
 /** POST /v1/claims/device/answer: the device's verdict on an offer. */
 export const claimAnswerSchema = z.object({
   claimId: claimIdSchema,

@@ -134,7 +134,10 @@ export class Agent {
       try {
         return await loadOrCreateIdentity(
           { log: this.deps.log },
-          { stateDir: this.config.stateDir, relay, caFile: this.config.caFile, caFingerprint: this.config.caFingerprint, enrollKey: this.config.enrollKey, name: this.config.name, timeoutMs: this.config.timers.connectTimeoutMs },
+          {
+            stateDir: this.config.stateDir, relay, caFile: this.config.caFile, caFingerprint: this.config.caFingerprint, enrollKey: this.config.enrollKey, name: this.config.name, timeoutMs: this.config.timers.connectTimeoutMs,
+            claimCode: this.config.claimCode, claimCodeFile: this.config.claimCodeFile, claimConsole: this.config.claimConsole,
+          },
         );
       } catch (err) {
         if (!(err instanceof PortwayError) || !err.retryable || this.abort.signal.aborted) throw err;
@@ -231,7 +234,7 @@ export class Agent {
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, ownerKeys: this.identity?.ownerKeys, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

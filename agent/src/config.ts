@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { nameSchema, PortwayError } from '../../protocol';
+import { nameSchema, parseClaimCode, PortwayError } from '../../protocol';
 import { parseConfig } from '../../shared/parse-config';
 
 const hostPortString = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be HOST:PORT');
@@ -71,6 +71,15 @@ export const agentConfigSchema = z
     caFingerprint: z.string().min(1).optional(),
     stateDir: z.string().min(1),
     enrollKey: z.string().min(1).max(256).optional(),
+    /**
+     * A claim code printed for this card (`portway claim-code new`). Without it and without enrollKey, the agent
+     * makes its own code and shows it (log, console, claimCodeFile). Exactly one of enrollKey and claimCode at most.
+     */
+    claimCode: z.string().min(1).max(64).optional(),
+    /** Where a device that made its own claim code writes it (the FAT boot partition, readable on any computer). */
+    claimCodeFile: z.string().min(1).max(4096).default('/boot/firmware/portway-claim-code.txt'),
+    /** The console the agent also shows its own claim code on, when writable; "" for none. */
+    claimConsole: z.string().max(4096).default('/dev/console'),
     name: nameSchema,
     services: z.array(serviceSchema).max(256).default([]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -85,6 +94,14 @@ export const agentConfigSchema = z
   .strict()
   .superRefine((c, ctx) => {
     if ((c.caFile === undefined) === (c.caFingerprint === undefined)) ctx.addIssue({ code: 'custom', path: ['caFile'], message: 'exactly one of caFile or caFingerprint is required' });
+    if (c.enrollKey !== undefined && c.claimCode !== undefined) ctx.addIssue({ code: 'custom', path: ['claimCode'], message: 'give at most one of enrollKey or claimCode' });
+    if (c.claimCode !== undefined) {
+      try {
+        parseClaimCode(c.claimCode);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['claimCode'], message: (err as Error).message });
+      }
+    }
     const seen = new Set<string>();
     c.services.forEach((s, i) => {
       if (seen.has(s.name)) ctx.addIssue({ code: 'custom', path: ['services', i, 'name'], message: `duplicate service name ${s.name}` });

@@ -5,6 +5,7 @@
  *   ca.crt             the relay CA (verifies users in end-to-end sessions)
  *   relay-ca.crt       the CA that verifies the relay's TLS certificate (from caFile or the pinned fingerprint)
  *   device.json        { deviceId }
+ *   claim.json, owners.json   claiming (claim/claim-state.ts): the pending claim, the owner keys pinned at claim time
  * Writes are atomic (temp file, fsync, rename, fsync the directory), so a power cut leaves the old or the new file.
  */
 import { promises as fs } from 'node:fs';
@@ -15,6 +16,8 @@ import { fetchPinnedCa } from '../../shared/relay-trust';
 import { writeFileAtomic } from '../../shared/write-file-atomic';
 import { createCsr, describeCert, generateKeyPair } from '../../shared/x509';
 import type { Logger } from '../../shared/logger';
+import { enrollByClaim } from './claim/claim-enrollment';
+import { loadOwnerPins } from './claim/claim-state';
 
 export interface DeviceIdentity {
   readonly deviceId: string;
@@ -24,6 +27,8 @@ export interface DeviceIdentity {
   readonly caPem: string;
   /** Verifies the relay's own TLS certificate. */
   readonly relayCaPem: string;
+  /** SPKI fingerprints of the owner keys pinned when the device was claimed; undefined for enrolled devices. */
+  readonly ownerKeys?: ReadonlySet<string>;
 }
 
 async function readOptional(file: string): Promise<string | undefined> {
@@ -37,7 +42,10 @@ async function readOptional(file: string): Promise<string | undefined> {
 
 export async function loadOrCreateIdentity(
   deps: { log: Logger },
-  options: { stateDir: string; relay: { host: string; port: number }; caFile?: string; caFingerprint?: string; enrollKey?: string; name: string; timeoutMs: number },
+  options: {
+    stateDir: string; relay: { host: string; port: number }; caFile?: string; caFingerprint?: string; enrollKey?: string; name: string; timeoutMs: number;
+    claimCode?: string; claimCodeFile?: string; claimConsole?: string;
+  },
 ): Promise<DeviceIdentity> {
   const dir = options.stateDir;
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -59,7 +67,8 @@ export async function loadOrCreateIdentity(
   const meta = await readOptional(file('device.json'));
   if (certPem && caPem && meta && relayCaPem) {
     const { deviceId } = JSON.parse(meta) as { deviceId: string };
-    return { deviceId, keyPem, certPem, caPem, relayCaPem };
+    const ownerKeys = await loadOwnerPins(dir);
+    return { deviceId, keyPem, certPem, caPem, relayCaPem, ...(ownerKeys ? { ownerKeys } : {}) };
   }
 
   if (!relayCaPem) {
@@ -67,7 +76,15 @@ export async function loadOrCreateIdentity(
     relayCaPem = await fetchPinnedCa(options.relay, options.caFingerprint, options.timeoutMs);
     await writeFileAtomic(file('relay-ca.crt'), relayCaPem, 0o644);
   }
-  if (!options.enrollKey) throw new PortwayError('PW_CONFIG_INVALID', 'this device is not enrolled yet and its config has no enrollKey');
+  if (!options.enrollKey) {
+    // No enrollment key: this device is claimed by a person with a claim code (the configured one or its own).
+    const claimed = await enrollByClaim(deps, {
+      stateDir: dir, relay: options.relay, relayCaPem, keyPem, name: options.name, claimCode: options.claimCode, timeoutMs: options.timeoutMs,
+      claimCodeFile: options.claimCodeFile ?? path.join(dir, 'portway-claim-code.txt'), claimConsole: options.claimConsole ?? '',
+    });
+    const ownerKeys = await loadOwnerPins(dir);
+    return { ...claimed, keyPem, relayCaPem, ...(ownerKeys ? { ownerKeys } : {}) };
+  }
   deps.log.info({ relay: `${options.relay.host}:${options.relay.port}` }, 'agent.enroll.started');
   const csr = createCsr({ privateKeyPem: keyPem, commonName: options.name });
   const result = await apiRequest<{ deviceId: string; certificate: string; caCertificate: string }>({

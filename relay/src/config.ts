@@ -41,6 +41,24 @@ export const relayLimitsSchema = z
   })
   .strict();
 
+/** Claim codes (docs/security.md): expiry, the device's answer deadline, long polls, failure limits. */
+export const relayClaimsSchema = z
+  .object({
+    /** A claim code expires this long after its device first registered it with the relay (7 days). */
+    ttlMs: z.number().int().positive().default(7 * 24 * 3600 * 1000),
+    /** A claimer waits this long for the device's answer (the device must be online). */
+    answerTimeoutMs: z.number().int().positive().default(30_000),
+    /** Longest long poll of a waiting device. */
+    maxWaitMs: z.number().int().positive().max(60_000).default(25_000),
+    /** Long polls re-read the store this often (claims made through another relay). */
+    pollMs: z.number().int().positive().default(1_000),
+    /** Failed claim attempts per source address, and per user, in one window before PW_RATE_LIMITED. */
+    maxSourceFailures: z.number().int().positive().default(10),
+    maxUserFailures: z.number().int().positive().default(20),
+    failureWindowMs: z.number().int().positive().default(15 * 60 * 1000),
+  })
+  .strict();
+
 export const relayOptionsSchema = z
   .object({
     dataDir: z.string().min(1),
@@ -60,6 +78,7 @@ export const relayOptionsSchema = z
     userCertValidityMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
     timers: relayTimersSchema.default(relayTimersSchema.parse({})),
     limits: relayLimitsSchema.default(relayLimitsSchema.parse({})),
+    claims: relayClaimsSchema.default(relayClaimsSchema.parse({})),
   })
   .strict()
   .refine((o) => (o.certFile === undefined) === (o.keyFile === undefined), { message: '--cert and --key go together', path: ['certFile'] });

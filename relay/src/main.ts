@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { PortwayError } from '../../protocol';
 import { createLogger } from '../../shared/logger';
 import { parseHostPort } from '../../shared/relay-trust';
+import { ClaimMisbehaviour, MISBEHAVIOURS, type MisbehaviourName } from './claims/claim-misbehaviour';
 import { parseRelayOptions } from './config';
 import { initDataDir, loadCa, relayFiles } from './data-dir';
 import { Relay } from './relay';
@@ -70,6 +71,20 @@ export function relayEnrollKeyCreate(flags: StoreFlags, options: { uses: number;
   });
 }
 
+/**
+ * TEST ONLY: PORTWAY_TEST_MISBEHAVE=swap-claim-keys makes this relay lie during claims (claim-misbehaviour.ts),
+ * honoured only with PORTWAY_TEST=1; otherwise the relay refuses to start, so a stray variable never goes unnoticed.
+ */
+function testMisbehaviour(log: ReturnType<typeof createLogger>): ClaimMisbehaviour | undefined {
+  const name = process.env.PORTWAY_TEST_MISBEHAVE;
+  if (name === undefined || name === '') return undefined;
+  if (process.env.PORTWAY_TEST !== '1' || !(MISBEHAVIOURS as readonly string[]).includes(name)) {
+    throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_MISBEHAVE is for tests only (it needs PORTWAY_TEST=1 and a known name)');
+  }
+  log.warn({ misbehaviour: name }, 'relay.test_misbehaviour.enabled');
+  return new ClaimMisbehaviour(name as MisbehaviourName);
+}
+
 export async function relayServe(flags: { data: string; db?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
   let fromFile: Record<string, unknown> = {};
   if (flags.config) {
@@ -90,7 +105,7 @@ export async function relayServe(flags: { data: string; db?: string; listen: str
     ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
   });
   const log = createLogger({ level: options.logLevel, name: 'portway-relay' });
-  const relay = new Relay({ log }, options);
+  const relay = new Relay({ log, misbehaviour: testMisbehaviour(log) }, options);
   await relay.start();
   let stopping = false;
   const stop = (signal: string): void => {

@@ -8,6 +8,8 @@ import tls from 'node:tls';
 import { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/logger';
 import { HttpApi } from './api/http-api';
+import type { ClaimMisbehaviour } from './claims/claim-misbehaviour';
+import { ClaimService } from './claims/claim-service';
 import { EmbeddedBroker } from './broker';
 import type { RelayOptions } from './config';
 import { DeviceRegistry } from './control/device-registry';
@@ -22,6 +24,8 @@ import { tlsCipherOptions } from '../../shared/tls-profile';
 export interface RelayDeps {
   readonly log: Logger;
   readonly now?: () => number;
+  /** TEST ONLY (claim-misbehaviour.ts): a relay that lies during claims. */
+  readonly misbehaviour?: ClaimMisbehaviour;
 }
 
 export class Relay {
@@ -81,8 +85,13 @@ export class Relay {
       this.dataPlane = dataPlane;
       this.stack.push(() => dataPlane.stop());
 
+      const claims = new ClaimService(
+        { log: log.child({ component: 'claims' }), store, ca, now, misbehaviour: this.deps.misbehaviour },
+        { ...this.options.claims, deviceCertValidityMs: this.options.deviceCertValidityMs },
+      );
+      this.stack.push(() => claims.stop());
       const api = new HttpApi(
-        { log: log.child({ component: 'api' }), store, ca, registry },
+        { log: log.child({ component: 'api' }), store, ca, registry, claims },
         { maxBodyBytes: limits.maxHttpBodyBytes, requestTimeoutMs: timers.httpRequestTimeoutMs, deviceCertValidityMs: this.options.deviceCertValidityMs, userCertValidityMs: this.options.userCertValidityMs },
       );
       this.stack.push(() => api.stop());

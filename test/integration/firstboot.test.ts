@@ -91,9 +91,8 @@ const toml = (fields: string, wifi = ''): string => `relay = "127.0.0.1:8443"\nc
     ['Wi-Fi without a country', toml(`enrollKey = "${ENROLL}"`, `[wifi]\nssid = "Field"\npassphrase = "${PSK}"\n`), 'wifi.country'],
     ['a wrong type', toml(`enrollKey = 12345`), 'enrollKey'],
     ['a huge file', `# ${'x'.repeat(20_000)}\n${toml(`enrollKey = "${ENROLL}"`)}`, 'larger than'],
-    // The agent's config schema has no claimCode yet (another change adds it): until then a claim code is refused
-    // with a reason rather than written into a config the agent would reject.
-    ['a claim code this agent cannot use yet', toml('claimCode = "ABCD-EFGH-JKLM"'), 'does not support claim codes yet'],
+    // The agent's schema checks the claim code (length, alphabet, check character) before anything is written.
+    ['a claim code that is not one', toml('claimCode = "ABCD-EFGH-JKLM"'), 'claimCode: not a claim code: it has 12 characters'],
   ])('%s: exit 78, the problem named, nothing changed', async (_what, content, message) => {
     await writeFile(inRoot(path.join(BOOT, 'portway.toml')), content);
     const before = snapshot(WATCHED);

@@ -12,7 +12,7 @@ import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, Portwa
 import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
-import { certFingerprint } from '../../../shared/x509';
+import { certFingerprint, certSpkiFingerprint } from '../../../shared/x509';
 import type { ServiceConfig } from '../config';
 import type { DataSocket } from '../data-socket';
 import { runSerialStream, type SerialStreamDeps } from './serial-stream';
@@ -26,7 +26,11 @@ export interface TcpStreamOptions {
 }
 
 export async function runStream(
-  deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions; serial: Omit<SerialStreamDeps, 'log'> },
+  deps: {
+    log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions; serial: Omit<SerialStreamDeps, 'log'>;
+    /** A claimed device's pinned owner keys (SPKI SHA-256): any other user key is refused. */
+    ownerKeys?: ReadonlySet<string>;
+  },
   dataSocket: DataSocket,
   open: StreamOpen,
   options: TcpStreamOptions,
@@ -79,6 +83,9 @@ export async function runStream(
   if (!peer.ok) return fail(new PortwayError('PW_E2E_PEER_MISMATCH', `end-to-end client certificate rejected: ${peer.reason}`));
   if (certFingerprint(peer.raw) !== open.user.certFingerprint) {
     return fail(new PortwayError('PW_E2E_PEER_MISMATCH', 'the end-to-end client is not the user the relay announced'));
+  }
+  if (deps.ownerKeys && !deps.ownerKeys.has(certSpkiFingerprint(peer.raw))) {
+    return fail(new PortwayError('PW_E2E_OWNER_KEY_MISMATCH', 'this device accepts only the owner key pinned when it was claimed'));
   }
   const service = deps.services.get(open.service);
   if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));

@@ -10,6 +10,7 @@
  *   GET  /v1/devices/:nameOrId                     -> DeviceView
  *   GET  /v1/ca                                    -> CA certificate (PEM)
  *   /v1/tokens…, /v1/shares…, /v1/audit             token-routes.ts, share-routes.ts, audit-routes.ts
+ *   /v1/claims…                                      claim-routes.ts (the device's routes need no bearer)
  *   GET  /v1/health                                -> { ok: true }
  */
 import http from 'node:http';
@@ -23,7 +24,9 @@ import type { CertificateAuthority } from '../pki';
 import { newId, type Device, type Share, type Store, type TokenAuth, type User } from '../store';
 import type { Connection } from '../tls-front';
 import type { ApiRoutes } from './api-route';
+import type { ClaimService } from '../claims/claim-service';
 import { auditRoutes } from './audit-routes';
+import { claimRoutes, deviceClaimRoute } from './claim-routes';
 import { shareRoutes } from './share-routes';
 import { tokenRoutes } from './token-routes';
 
@@ -45,6 +48,14 @@ const STATUS_FOR: Partial<Record<ErrorCode, number>> = {
   PW_FRAME_TOO_LARGE: 413,
   PW_LIMIT_REACHED: 429,
   PW_SHUTTING_DOWN: 503,
+  PW_CLAIM_CODE_INVALID: 400,
+  PW_CLAIM_BINDING_FAILED: 403,
+  PW_CLAIM_NOT_FOUND: 404,
+  PW_CLAIM_USED: 409,
+  PW_CLAIM_IN_PROGRESS: 409,
+  PW_CLAIM_ID_TAKEN: 409,
+  PW_CLAIM_EXPIRED: 410,
+  PW_RATE_LIMITED: 429,
 };
 
 export interface HttpApiOptions {
@@ -73,13 +84,13 @@ export class HttpApi {
   private readonly routes: readonly ApiRoutes[];
 
   constructor(
-    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry },
+    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry; claims?: ClaimService },
     private readonly options: HttpApiOptions,
   ) {
     this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
-    this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store })];
+    this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store }), ...(deps.claims ? [claimRoutes(deps.claims)] : [])];
     this.server.on('clientError', (err, socket) => {
       this.deps.log.info({ code: (err as NodeJS.ErrnoException).code }, 'relay.http.client_error');
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -105,6 +116,8 @@ export class HttpApi {
       return;
     }
     if (route === 'POST /v1/enroll') return this.enroll(req, res);
+    const deviceClaim = this.deps.claims && (await deviceClaimRoute(this.deps.claims, { method: req.method ?? 'GET', path: url.pathname, source: req.socket.remoteAddress ?? '?', body: () => this.readJson(req) }));
+    if (deviceClaim) return this.send(res, deviceClaim.status, deviceClaim.body);
     const auth = await this.authenticate(req);
     const user = auth.user;
     if (route === 'POST /v1/login') return this.login(req, res, auth);
