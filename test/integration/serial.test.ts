@@ -208,7 +208,12 @@ new SerialPortHub({ log }, service, { openTimeoutMs: 5000 }).acquire('writer').t
   it('rfc2217: pyserial changes baud rate, framing and modem lines, and the port follows (termios of the agent end)', async () => {
     const { port } = await cluster.connect('modem');
     const peer = await openPeer(disposer, rfc.peerPath);
-    peer.on('data', (chunk: Buffer) => peer.write(chunk)); // the device echoes
+    const atPeer = new ByteTaker(peer);
+    // One direction at a time: socat moves both directions of a pty pair in one loop with blocking writes,
+    // so saturating both at once can stall the pair itself, whatever is on either end.
+    const pattern = (head: number[], n: number, mul: number, add: number): Buffer => Buffer.concat([Buffer.from(head), Buffer.from(Array.from({ length: n }, (_, i) => (i * mul + add) % 256))]);
+    const up = pattern(Array.from({ length: 256 }, (_, i) => i), 65536, 7, 3);
+    const down = pattern(Array.from({ length: 256 }, (_, i) => 255 - i), 65536, 11, 5);
     const script = `
 import json, sys, serial
 def step(name, **extra):
@@ -216,10 +221,13 @@ def step(name, **extra):
     sys.stdin.readline()
 s = serial.serial_for_url('rfc2217://127.0.0.1:${port}?timeout=10', baudrate=19200, timeout=30)
 step('open')
-data = bytes(range(256)) + bytes((i * 7 + 3) % 256 for i in range(65536))
-s.write(data)
-back = s.read(len(data))
-step('echo', ok=(back == data), length=len(back))
+up = bytes(range(256)) + bytes((i * 7 + 3) % 256 for i in range(65536))
+s.write(up)
+s.flush()
+step('sent')
+down = bytes(range(255, -1, -1)) + bytes((i * 11 + 5) % 256 for i in range(65536))
+back = s.read(len(down))
+step('received', ok=(back == down), length=len(back))
 s.baudrate = 57600
 step('baud')
 s.bytesize = serial.SEVENBITS
@@ -252,7 +260,11 @@ step('closed')
     await next('open');
     expect((await ttySettings(rfc.agentPath)).speed).toBe(19200);
     py.stdin.write('\n');
-    expect(await next('echo')).toMatchObject({ ok: true, length: 256 + 65536 });
+    await next('sent');
+    expect((await atPeer.take(up.length, IO_TIMEOUT_MS)).equals(up)).toBe(true);
+    peer.write(down);
+    py.stdin.write('\n');
+    expect(await next('received')).toMatchObject({ ok: true, length: 256 + 65536 });
     py.stdin.write('\n');
     await next('baud');
     expect((await ttySettings(rfc.agentPath)).speed).toBe(57600);
