@@ -14,6 +14,8 @@ import { describeCert } from '../../shared/x509';
 import type { Logger } from '../../shared/logger';
 
 const IDENTITY_CACHE_ENTRIES = 10_000;
+/** A TLS connection starts with a handshake record (content type 22). */
+const TLS_HANDSHAKE_RECORD = 22;
 
 export interface PeerIdentity {
   /** Role from a client certificate that chains to the relay CA; 'none' when absent or not valid. */
@@ -108,6 +110,13 @@ export class TlsFront {
         raw.destroy();
         return;
       }
+      if (offered === 'not-tls') {
+        // Plain HTTP, a port scanner, garbage: no TLS layer is started for it.
+        this.deps.log.info({ remote, code: 'PW_NOT_TLS', reason: 'the first bytes are not a TLS handshake' }, 'relay.connection.rejected');
+        this.deps.onReject?.('PW_NOT_TLS');
+        raw.destroy();
+        return;
+      }
       // Data sockets get a TLS layer that can end at the handoff marker; MQTT and HTTP keep Node's native one.
       const carrier = offered.includes(ALPN_DATA) ? new HandoffCarrier(raw) : undefined;
       this.startTls(raw, remote, carrier, Math.max(1, this.options.tlsHandshakeTimeoutMs - (Date.now() - started)));
@@ -188,13 +197,14 @@ export class TlsFront {
 
 /**
  * Read the first TLS record of a connection without consuming it (the bytes go back into the socket) and
- * return the ALPN protocols its ClientHello offers: empty for anything unreadable, which then fails in the
- * TLS layer with the usual reasons. Ends early, with what it has, when the socket closes or at the deadline.
+ * return the ALPN protocols its ClientHello offers: 'not-tls' when the first byte cannot start a TLS
+ * handshake; empty for anything else unreadable, which then fails in the TLS layer with the usual reasons.
+ * Ends early, with what it has, when the socket closes or at the deadline.
  */
-function peekClientHelloAlpn(raw: net.Socket, timeoutMs: number): Promise<readonly string[]> {
-  return new Promise<readonly string[]>((resolve) => {
+function peekClientHelloAlpn(raw: net.Socket, timeoutMs: number): Promise<readonly string[] | 'not-tls'> {
+  return new Promise<readonly string[] | 'not-tls'>((resolve) => {
     let seen: Buffer = Buffer.alloc(0);
-    const done = (protocols: readonly string[]): void => {
+    const done = (protocols: readonly string[] | 'not-tls'): void => {
       clearTimeout(timer);
       raw.off('data', onData);
       raw.off('close', onClose);
@@ -204,6 +214,10 @@ function peekClientHelloAlpn(raw: net.Socket, timeoutMs: number): Promise<readon
     };
     const onData = (chunk: Buffer): void => {
       seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      if (seen[0] !== TLS_HANDSHAKE_RECORD) {
+        done('not-tls');
+        return;
+      }
       const result = parseClientHelloAlpn(seen);
       if (result.kind === 'alpn') done(result.protocols);
       else if (result.kind === 'unknown' || seen.length >= MAX_TLS_RECORD_BYTES + TLS_RECORD_HEADER_BYTES) done([]);

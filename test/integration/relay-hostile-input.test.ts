@@ -181,16 +181,24 @@ describe('relay under hostile input', () => {
   const clientOpen = encodeFrame(FrameType.CLIENT_OPEN, { device: 'pi1', service: 'echo' });
 
   describe('before TLS: the ALPN router', () => {
-    it('plain TCP garbage is rejected during the TLS handshake', async () => {
-      for (const garbage of [Buffer.from('GET / HTTP/1.1\r\nHost: relay\r\n\r\n'), pseudoRandomBytes('garbage', 4096), Buffer.concat([preamble, clientOpen])]) {
+    it('plain TCP garbage is closed before any TLS layer with PW_NOT_TLS; a damaged ClientHello fails the handshake', async () => {
+      const notTls = [Buffer.from('GET / HTTP/1.1\r\nHost: relay\r\n\r\n'), Buffer.concat([Buffer.from([0x80]), pseudoRandomBytes('garbage', 4096)]), Buffer.concat([preamble, clientOpen])];
+      for (const garbage of notTls) {
         const attempt = await openTcp();
         const bytes = collectBytes(attempt.raw);
         const logged = relayLogFor(attempt, 'relay.connection.rejected');
         attempt.raw.write(garbage);
         await echoRoundTrip();
         await bytes.waitForClose(LOG_WAIT_MS);
-        expect(await logged).toMatchObject({ code: 'PW_BAD_PREAMBLE', reason: expect.stringContaining('TLS handshake failed') });
+        expect(await logged).toMatchObject({ code: 'PW_NOT_TLS' });
       }
+      // Starts like a TLS handshake record, then garbage: the TLS layer refuses it.
+      const attempt = await openTcp();
+      const bytes = collectBytes(attempt.raw);
+      const logged = relayLogFor(attempt, 'relay.connection.rejected');
+      attempt.raw.write(Buffer.concat([Buffer.from([22, 3, 1, 0, 200]), pseudoRandomBytes('hello-garbage', 200)]));
+      await bytes.waitForClose(LOG_WAIT_MS);
+      expect(await logged).toMatchObject({ code: 'PW_BAD_PREAMBLE', reason: expect.stringContaining('TLS handshake failed') });
       await echoRoundTrip();
       expectRelayAlive();
     });
