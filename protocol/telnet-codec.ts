@@ -154,6 +154,8 @@ export function encodeNegotiation(verb: NegotiationVerb, option: number): Buffer
   return Buffer.from([IAC, VERB_BYTES[verb], option]);
 }
 
+/** Option 255 cannot be sent: the decoder reads IAC SB IAC as a subnegotiation without an option. */
 export function encodeSubnegotiation(option: number, payload: Buffer): Buffer {
+  if (!Number.isInteger(option) || option < 0 || option > 254) throw new RangeError(`subnegotiation option ${option} out of range 0..254`);
   return Buffer.concat([Buffer.from([IAC, SB, option]), escapeIac(payload), Buffer.from([IAC, SE])]);
 }

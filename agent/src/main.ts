@@ -1,7 +1,8 @@
 /**
  * `portway agent --config FILE`: run the device agent until SIGTERM/SIGINT.
  * The one place the agent reads its environment: NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from systemd
- * (Type=notify, WatchdogSec=), and PATH to find systemd-notify and vcgencmd.
+ * (Type=notify, WatchdogSec=), PATH to find systemd-notify and vcgencmd, and PORTWAY_AGENT_METRICS
+ * (HOST:PORT on loopback: serve Prometheus metrics there; docs/reliability.md).
  */
 import { PortwayError } from '../../protocol';
 import { createLogger } from '../../shared/logger';
@@ -21,6 +22,15 @@ export async function runAgent(configFile: string): Promise<void> {
     { notifySocket: env.NOTIFY_SOCKET, watchdogUsec: isWatchdogOurs && env.WATCHDOG_USEC ? Number(env.WATCHDOG_USEC) : undefined, program: env.NOTIFY_SOCKET ? findProgram('systemd-notify', env.PATH) : undefined },
   );
   const agent = new Agent({ log, vcgencmd: findProgram('vcgencmd', env.PATH) }, config);
+  // Loaded only when asked for: prom-client costs an idle device memory it has little of.
+  let metrics: { stop(): Promise<void> } | undefined;
+  if (env.PORTWAY_AGENT_METRICS) {
+    const { AgentMetrics, parseMetricsAddress } = await import('./agent-metrics.js');
+    const at = parseMetricsAddress(env.PORTWAY_AGENT_METRICS);
+    const endpoint = new AgentMetrics(agent);
+    metrics = endpoint;
+    log.info({ metrics: await endpoint.listen(at.host, at.port) }, 'agent.metrics.listening');
+  }
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -28,7 +38,10 @@ export async function runAgent(configFile: string): Promise<void> {
     log.info({ signal }, 'agent.stopping');
     notifier.stopping();
     agent.stop().then(
-      () => process.exit(0),
+      async () => {
+        await metrics?.stop();
+        process.exit(0);
+      },
       (err: unknown) => {
         log.error({ err }, 'agent.stop_failed');
         process.exit(1);

@@ -34,6 +34,11 @@ import { certSpkiFingerprint } from '../../shared/x509';
 import type { ClientSettings, KnownDevices } from './settings';
 import { tlsCipherOptions } from '../../shared/tls-profile';
 
+/** Failed primes in a row before refills wait; the wait starts at the base and doubles up to the max. */
+const PRIME_FAILURES_BEFORE_BACKOFF = 3;
+const PRIME_RETRY_BASE_MS = 1_000;
+const PRIME_RETRY_MAX_MS = 60_000;
+
 export interface OpenedStream {
   readonly inner: tls.TLSSocket;
   readonly raw: net.Socket;
@@ -64,6 +69,7 @@ export class StreamOpener {
   private priming = 0;
   private closed = false;
   private primeFailures = 0;
+  private primeRetryAt = 0;
 
   constructor(
     private readonly deps: { settings: ClientSettings; known: KnownDevices },
@@ -95,9 +101,13 @@ export class StreamOpener {
     return this.finish(outer, status, options.awaitStatus);
   }
 
-  /** Start keeping primed sockets (after the first successful stream, or right away). */
+  /**
+   * Start keeping primed sockets (after the first successful stream, or right away). After failed primes
+   * in a row (device offline, relay down) it waits before trying again, doubling up to a minute, so a
+   * long-running `connect` primes again once the device is back; streams meanwhile open cold.
+   */
   refill(): void {
-    if (this.closed || this.primeFailures > 3) return;
+    if (this.closed || Date.now() < this.primeRetryAt) return;
     while (this.ready.length + this.priming < this.options.primed) {
       this.priming++;
       this.primeOne().then(
@@ -110,6 +120,9 @@ export class StreamOpener {
         () => {
           this.priming--;
           this.primeFailures++;
+          if (this.primeFailures > PRIME_FAILURES_BEFORE_BACKOFF) {
+            this.primeRetryAt = Date.now() + Math.min(PRIME_RETRY_MAX_MS, PRIME_RETRY_BASE_MS * 2 ** (this.primeFailures - PRIME_FAILURES_BEFORE_BACKOFF - 1));
+          }
         },
       );
     }

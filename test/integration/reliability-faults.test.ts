@@ -1,0 +1,173 @@
+/**
+ * Reliability promises of issue 6 under faults (docs/reliability.md), with real relay, agent and client
+ * processes on loopback and the agent's relay connection through an in-process fault proxy:
+ * relay SIGKILL and restart (client error time, agent back online time, 10 MiB intact afterwards), agent
+ * SIGTERM drains a transfer in flight, a blackholed control connection is detected and leaves exactly one
+ * session, a relay that accepts and closes does not make the agent hammer it, and no secret shows in debug
+ * logs or command lines. Figures are printed as `reliability.figure` lines for docs/reliability.md.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { pseudoRandomBytes } from '../../devtools';
+import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
+import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
+import { RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
+
+function figure(name: string, value: unknown): void {
+  process.stdout.write(`reliability.figure ${name} ${JSON.stringify(value)}\n`);
+}
+
+async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+}
+
+describe('reliability under faults', () => {
+  const suite = new Disposer();
+  const disposer = new Disposer();
+  let cluster: PortwayCluster;
+  let proxy: StartedFaultProxy;
+  let connectPort: number;
+  let dir: string;
+
+  beforeAll(async () => {
+    const web = await startHttpServer(suite);
+    const echo = await startEchoServer(suite);
+    cluster = await startCluster(suite, {
+      services: [
+        { name: 'web', type: 'tcp', target: `127.0.0.1:${web.port}` },
+        { name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` },
+      ],
+      relayConfig: RELIABILITY_RELAY_CONFIG,
+      logLevel: 'debug',
+    });
+    dir = await makeTempDir(suite, 'portway-reliability-');
+    // The enrolled agent moves behind the fault proxy (the relay's control and data sockets both go through it).
+    await (cluster.agent as ManagedProcess).stop();
+    proxy = await startFaultProxy(suite, { host: '127.0.0.1', port: cluster.relayPort });
+    await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, logLevel: 'debug' });
+    await startAgentWithMetrics(cluster);
+    connectPort = (await cluster.connect('web')).port;
+  }, 90_000);
+  afterEach(async () => {
+    proxy.proxy.clearToxics();
+    proxy.proxy.setResetPeer(null);
+    await disposer.run();
+  });
+  afterAll(() => suite.run(), 30_000);
+
+  const agent = (): ManagedProcess => cluster.agent as ManagedProcess;
+
+  function download(name: string, bytes: number, extra: readonly string[] = []): { file: string; run: ReturnType<typeof runProcess> } {
+    const file = path.join(dir, name);
+    const run = runProcess(disposer, 'curl', ['-sS', ...extra, '-o', file, `http://127.0.0.1:${connectPort}/bytes?n=${bytes}&seed=${name}`], { timeoutMs: 60_000 });
+    return { file, run };
+  }
+
+  /** The file holds exactly what the test server sent for `/bytes?n=bytes&seed=name`. */
+  async function expectIntact(file: string, name: string, bytes: number): Promise<void> {
+    const sent = createHash('sha256').update(pseudoRandomBytes(name, bytes)).digest('hex');
+    expect({ size: (await fs.stat(file)).size, sha256: await sha256File(file) }).toEqual({ size: bytes, sha256: sent });
+  }
+
+  const sizeOf = async (file: string): Promise<number> => (await fs.stat(file).catch(() => undefined))?.size ?? 0;
+
+  it('relay SIGKILL mid-download: the client errors within 2 s; the agent is online within 5 s of the relay listening; 10 MiB then arrive intact', async () => {
+    const total = 1024 * 1024 * 1024;
+    const big = download('cut', total);
+    await waitFor(async () => (await sizeOf(big.file)) >= 4 * 1024 * 1024, { timeoutMs: 15_000, intervalMs: 20, description: '4 MiB downloaded' });
+    const killedAt = Date.now();
+    await (cluster.relay as ManagedProcess).stop('SIGKILL');
+    const result = await big.run;
+    const clientErrorMs = Date.now() - killedAt;
+    // curl exit 56: the connection was reset (18 would be a short clean end, 0 a clean EOF).
+    expect({ code: result.code, clientErrorBelow2s: clientErrorMs <= 2_000 }).toEqual({ code: 56, clientErrorBelow2s: true });
+    expect(await sizeOf(big.file)).toBeLessThan(total);
+    await agent().waitForLine(isEvent('agent.control.disconnected'), 10_000, 'agent.control.disconnected');
+    const online = nextEventAt(agent(), 'agent.control.online', 30_000);
+    const relay = await cluster.startRelay();
+    const listeningAt = Date.parse((JSON.parse(relay.lines.find(isEvent('relay.started')) as string) as { time: string }).time);
+    const onlineAfterMs = Date.parse((await online).json.time as string) - listeningAt;
+    expect(onlineAfterMs).toBeLessThanOrEqual(5_000);
+    await relay.waitForLine(isEvent('relay.device.online'), 10_000, 'relay.device.online');
+    const after = download('after-restart', 10 * 1024 * 1024);
+    expect((await after.run).code).toBe(0);
+    await expectIntact(after.file, 'after-restart', 10 * 1024 * 1024);
+    figure('relay-kill', { clientErrorMs, agentOnlineAfterRelayListeningMs: onlineAfterMs, backoffCapMs: FAST_AGENT_TIMERS.backoffCapMs });
+  });
+
+  it('agent SIGTERM mid-transfer drains it: the download completes intact and the agent exits 0', async () => {
+    const bytes = 6 * 1024 * 1024;
+    // About 1.5 s of transfer, inside the agent's close grace (FAST_AGENT_TIMERS.closeGraceMs).
+    const slow = download('drain', bytes, ['--limit-rate', '4M']);
+    await waitFor(async () => (await sizeOf(slow.file)) >= 512 * 1024, { timeoutMs: 15_000, intervalMs: 20, description: '512 KiB downloaded' });
+    const at = await sizeOf(slow.file);
+    const exit = await agent().stop('SIGTERM', 15_000);
+    const result = await slow.run;
+    await startAgentWithMetrics(cluster);
+    expect({ exit, curl: result.code, stderr: result.stderr }).toEqual({ exit: 0, curl: 0, stderr: '' });
+    await expectIntact(slow.file, 'drain', bytes);
+    figure('agent-sigterm-drain', { bytes, receivedAtSigterm: at });
+  });
+
+  it('blackholed control connection: detected within 5 s on both ends; after recovery exactly one session for the device', async () => {
+    const relay = cluster.relay as ManagedProcess;
+    const relayMetrics = relayMetricsPort(relay);
+    await relay.waitForLine(isEvent('relay.device.online'), 10_000, 'relay.device.online');
+    const disconnected = nextEventAt(agent(), 'agent.control.disconnected', 15_000);
+    const offline = nextEventAt(relay, 'relay.device.offline', 15_000);
+    const holedAt = Date.now();
+    proxy.proxy.setBlackhole('both', true);
+    const agentDetectMs = (await disconnected).at - holedAt;
+    const relayDetectMs = (await offline).at - holedAt;
+    expect({ agentWithin5s: agentDetectMs <= 5_000, relayWithin5s: relayDetectMs <= 5_000 }).toEqual({ agentWithin5s: true, relayWithin5s: true });
+    const online = nextEventAt(agent(), 'agent.control.online', 15_000);
+    const healedAt = Date.now();
+    proxy.proxy.setBlackhole('both', false);
+    const recoverMs = (await online).at - healedAt;
+    // One MQTT session for the device, besides the relay's own client; still one a keepalive period later.
+    await waitFor(async () => sample(await scrape(relayMetrics), 'portway_relay_mqtt_clients') === 2, { timeoutMs: 10_000, intervalMs: 100, description: 'two MQTT clients' });
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(sample(await scrape(relayMetrics), 'portway_relay_mqtt_clients')).toBe(2);
+    const res = await cluster.runCli(['pipe', cluster.deviceName, 'echo'], { input: 'after the blackhole\n', timeoutMs: 20_000 });
+    expect(res).toEqual({ code: 0, stdout: 'after the blackhole\n', stderr: '' });
+    figure('half-open-control', { agentDetectMs, relayDetectMs, recoverMs, keepaliveS: FAST_AGENT_TIMERS.keepaliveS });
+  });
+
+  it('a relay that accepts and closes after 300 ms: the backoff attempt count never resets and delays stay under the cap', async () => {
+    const from = agent().lines.length;
+    proxy.proxy.setResetPeer({ timeoutMs: 300 });
+    proxy.proxy.resetConnections();
+    await new Promise((r) => setTimeout(r, 10_000));
+    proxy.proxy.setResetPeer(null);
+    const scheduled = eventsSince(agent(), 'agent.reconnect.scheduled', from).map((e) => ({ attempt: e.attempt as number, delayMs: e.delayMs as number }));
+    const onlines = eventsSince(agent(), 'agent.control.online', from).length;
+    const attempts = scheduled.map((s) => s.attempt);
+    // Each attempt reached the relay (online lines), and none made the backoff start over.
+    expect(onlines).toBeGreaterThanOrEqual(3);
+    expect(attempts).toEqual(attempts.map((_, i) => (attempts[0] as number) + i));
+    expect(Math.max(...scheduled.map((s) => s.delayMs))).toBeLessThanOrEqual(FAST_AGENT_TIMERS.backoffCapMs);
+    // Bounded: a connection lives 300 ms and the mean delay approaches cap/2, so well under one per 300 ms.
+    expect(scheduled.length).toBeLessThanOrEqual(25);
+    await agent().waitForLine((l) => isEvent('agent.control.online')(l) && agent().lines.indexOf(l) > from + scheduled.length, 15_000, 'online again');
+    figure('accept-then-close', { windowMs: 10_000, attempts: scheduled.length, reachedRelay: onlines, lastAttempt: attempts.at(-1) });
+  });
+
+  it('no secret (user token, enroll key, device private key) in any debug log line or command line', async () => {
+    const keyPem = await fs.readFile(path.join(cluster.dir, 'agent-state', 'device.key'), 'utf8');
+    const keyBody = keyPem.split('\n').filter((l) => l !== '' && !l.startsWith('-----')).slice(0, 2).join('');
+    expect(keyBody.length).toBeGreaterThan(40);
+    const secrets = { token: cluster.token, enrollKey: cluster.enrollKey, keyLine: keyBody.slice(0, 60) };
+    // A stream at debug level, so per-message debug lines exist.
+    expect((await cluster.runCli(['pipe', cluster.deviceName, 'echo'], { input: 'x\n' })).code).toBe(0);
+    const procs = [...cluster.children];
+    const text = procs.map((p) => `${p.lines.join('\n')}\n${p.stderr}`).join('\n');
+    const cmdlines = await Promise.all(procs.map((p) => fs.readFile(`/proc/${String(p.child.pid)}/cmdline`, 'utf8')));
+    const debugLines = procs.reduce((n, p) => n + p.lines.filter((l) => l.includes('"level":20')).length, 0);
+    expect(debugLines).toBeGreaterThan(0);
+    for (const [name, secret] of Object.entries(secrets)) {
+      expect({ name, inLogs: text.includes(secret), inCmdline: cmdlines.some((c) => c.includes(secret)) }).toEqual({ name, inLogs: false, inCmdline: false });
+    }
+    figure('no-secrets', { linesChecked: procs.reduce((n, p) => n + p.lines.length, 0), debugLines });
+  });
+});
