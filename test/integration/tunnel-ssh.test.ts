@@ -130,6 +130,15 @@ describe('OpenSSH through the tunnel', () => {
     expect(await sha256File(onDevice)).toBe(originalSha);
     expect(await sha256File(back)).toBe(originalSha);
     await expectAllStreamsClosed(tunnel.cluster, 2);
+    // The relay counts what it spliced: the upload's stream carried the file up, the download's down, each
+    // as inner-TLS ciphertext (a little more than the file), and little the other way.
+    const [up, down] = tunnel.cluster.relay!.events('relay.stream.closed').map((e) => ({ up: e.bytesUp as number, down: e.bytesDown as number }));
+    expect(up!.up).toBeGreaterThan(SCP_BYTES);
+    expect(up!.up).toBeLessThan(SCP_BYTES * 1.05);
+    expect(up!.down).toBeLessThan(SCP_BYTES / 16);
+    expect(down!.down).toBeGreaterThan(SCP_BYTES);
+    expect(down!.down).toBeLessThan(SCP_BYTES * 1.05);
+    expect(down!.up).toBeLessThan(SCP_BYTES / 16);
   });
 
   it("propagates EOF: `cat > FILE` fed a file on stdin writes the complete file", async () => {

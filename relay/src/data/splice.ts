@@ -26,10 +26,18 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
     let closed = 0;
     let done = false;
     let grace: NodeJS.Timeout | undefined;
+    // Bytes spliced per direction: what the destination socket was given since its direction started (the
+    // socket's own counter, so no per-chunk listener is needed).
+    const started = { aToB: -1, bToA: -1 };
     const bytes = { aToB: 0, bToA: 0 };
+    const count = (): void => {
+      if (started.aToB >= 0) bytes.aToB = b.raw.bytesWritten - started.aToB;
+      if (started.bToA >= 0) bytes.bToA = a.raw.bytesWritten - started.bToA;
+    };
     const finish = (outcome: SpliceResult['outcome']): void => {
       if (done) return;
       done = true;
+      count();
       if (grace) clearTimeout(grace);
       // The outer TLS sockets have been idle since the handoff; free them with the connections.
       for (const side of [a, b]) dropConnection(side);
@@ -38,6 +46,7 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
     const abort = (): void => {
       if (done) return;
       done = true;
+      count();
       if (grace) clearTimeout(grace);
       for (const side of [a, b]) dropConnection(side, { reset: true });
       resolve({ outcome: 'aborted', bytesAtoB: bytes.aToB, bytesBtoA: bytes.bToA });
@@ -54,7 +63,7 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
       if (ended < 2) abort();
       else if (closed === 2) finish('complete');
     };
-    const start = (src: Connection, dst: Connection, count: (n: number) => void): void => {
+    const start = (src: Connection, dst: Connection, direction: 'aToB' | 'bToA'): void => {
       const ready = src.carrier ? src.carrier.whenPeerHandsOff() : Promise.resolve();
       ready.then(() => {
         if (done) return;
@@ -63,7 +72,7 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
           abort();
           return;
         }
-        src.raw.on('data', (chunk: Buffer) => count(chunk.length));
+        started[direction] = dst.raw.bytesWritten;
         src.raw.once('end', onEnd);
         src.raw.pipe(dst.raw);
       }, abort);
@@ -76,7 +85,7 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
       side.raw.on('error', abort);
       side.raw.once('close', onClose);
     }
-    start(a, b, (n) => (bytes.aToB += n));
-    start(b, a, (n) => (bytes.bToA += n));
+    start(a, b, 'aToB');
+    start(b, a, 'bToA');
   });
 }
