@@ -3,7 +3,8 @@
  * baud and at the highest rate the pty accepts, direct (serialport on both ends) and through Portway (a TCP
  * client on `portway connect pi1 SERVICE`, the agent on one end, serialport on the other), same run. A pty
  * does not pace bytes by its baud rate (no UART), so both rates measure the path, not the line: a real
- * 115200-baud UART carries at most 11.5 KB/s, far below either figure.
+ * 115200-baud UART carries at most 11.5 KB/s, far below either figure. Each figure is the median of 3
+ * interleaved runs.
  */
 import net from 'node:net';
 import path from 'node:path';
@@ -12,10 +13,12 @@ import { PortwayCluster, pseudoRandomBytes } from '../devtools';
 import type { BenchContext } from './context';
 import { DEVICE_NAME } from './environment';
 import { fmt, type ResultRow } from './report';
+import { median } from './stats';
 import { spawnTracked } from './teardown';
 
 const BYTES = 1024 * 1024;
 const TRANSFER_TIMEOUT_MS = 30_000;
+const RUNS_PER_FIGURE = 3;
 /** Tried from the top: the first one the pty accepts (open succeeds and the kernel reports it) wins. */
 const HIGH_RATES = [4_000_000, 3_000_000, 2_000_000, 1_000_000, 921_600, 460_800, 230_400];
 
@@ -43,11 +46,17 @@ export async function runSerial(ctx: BenchContext): Promise<ResultRow[]> {
     for (const direction of ['to device', 'from device'] as const) {
       ctx.signal.throwIfAborted();
       ctx.progress(`serial ${rate} baud ${direction}`);
-      const direct = await directRun(pair, rate, direction);
-      const tunnel = await tunnelRun(pair, rate, connect.port, direction);
-      raw.push({ service, rate, direction, directMBps: direct, portwayMBps: tunnel });
-      rows.push({ section: 'serial', measurement: `pty pair at ${rate} baud, 1 MiB ${direction}`, path: 'direct (serialport both ends)', result: `${fmt(direct, 2)} MB/s`, values: { mbps: direct } });
-      rows.push({ section: 'serial', measurement: `pty pair at ${rate} baud, 1 MiB ${direction}`, path: 'Portway', result: `${fmt(tunnel, 2)} MB/s`, values: { mbps: tunnel }, comparison: `${fmt((tunnel / direct) * 100, 0)} % of direct`, notes: rate === 115_200 ? 'a real UART at 115200 baud: 0.0115 MB/s' : undefined });
+      // Interleaved runs, median of each: a single 1 MiB transfer through a pty varies by 2-3x on a busy machine.
+      const directRuns: number[] = [];
+      const tunnelRuns: number[] = [];
+      for (let run = 0; run < RUNS_PER_FIGURE; run++) {
+        directRuns.push(await directRun(pair, rate, direction));
+        tunnelRuns.push(await tunnelRun(pair, rate, connect.port, direction));
+      }
+      const [direct, tunnel] = [median(directRuns), median(tunnelRuns)];
+      raw.push({ service, rate, direction, directMBps: directRuns, portwayMBps: tunnelRuns });
+      rows.push({ section: 'serial', measurement: `pty pair at ${rate} baud, 1 MiB ${direction}`, path: 'direct (serialport both ends)', result: `${fmt(direct, 2)} MB/s`, values: { mbps: direct }, notes: `median of ${RUNS_PER_FIGURE}: ${directRuns.map((x) => fmt(x, 1)).join(', ')}` });
+      rows.push({ section: 'serial', measurement: `pty pair at ${rate} baud, 1 MiB ${direction}`, path: 'Portway', result: `${fmt(tunnel, 2)} MB/s`, values: { mbps: tunnel }, comparison: `${fmt((tunnel / direct) * 100, 0)} % of direct`, notes: `median of ${RUNS_PER_FIGURE}: ${tunnelRuns.map((x) => fmt(x, 1)).join(', ')}${rate === 115_200 ? '; a real UART at 115200 baud: 0.0115 MB/s' : ''}` });
     }
     await connect.proc.stop();
   }
