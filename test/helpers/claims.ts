@@ -9,6 +9,9 @@ import { makeTempDir } from './tmp';
 
 const CLI_TIMEOUT_MS = 30_000;
 
+/** Relay claim settings for tests: short answer and poll waits (same code paths). */
+export const CLAIM_RELAY_CONFIG = { claims: { answerTimeoutMs: 5_000, maxWaitMs: 5_000, pollMs: 100 } };
+
 export interface ClaimAgent {
   readonly proc: ManagedProcess;
   readonly stateDir: string;
@@ -71,9 +74,12 @@ export interface ApiCall {
   readonly agent?: https.Agent;
 }
 
+const caCache = new Map<string, string>();
+
 /** One HTTPS request to the relay's API; resolves with the status and the parsed JSON body. */
 export async function relayApi(cluster: PortwayCluster, call: ApiCall): Promise<{ status: number; body: Record<string, unknown> }> {
-  const ca = await fs.readFile(path.join(cluster.configHome, 'portway', 'relay-ca.crt'), 'utf8');
+  const caFile = path.join(cluster.configHome, 'portway', 'relay-ca.crt');
+  const ca = call.agent ? (caCache.get(caFile) ?? caCache.set(caFile, await fs.readFile(caFile, 'utf8')).get(caFile)) : await fs.readFile(caFile, 'utf8');
   const payload = call.body === undefined ? undefined : Buffer.from(JSON.stringify(call.body));
   return new Promise((resolve, reject) => {
     const req = https.request(

@@ -258,7 +258,8 @@ export class HttpApi {
       return;
     }
     const status = STATUS_FOR[error.code] ?? (ERRORS[error.code].retryable ? 503 : 400);
-    res.setHeader('connection', 'close');
+    // A throttled client keeps its connection: refusing it costs one small answer, not a TLS handshake.
+    if (error.code !== 'PW_RATE_LIMITED') res.setHeader('connection', 'close');
     this.send(res, error.code === 'PW_INTERNAL' ? 500 : status, error.toWire());
   }
 }
