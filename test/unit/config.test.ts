@@ -56,6 +56,15 @@ describe('relay options (parseRelayOptions)', () => {
         poolSize: 2,
         maxHttpBodyBytes: 64 * 1024,
       },
+      claims: {
+        ttlMs: 7 * 24 * 3600 * 1000,
+        answerTimeoutMs: 30_000,
+        maxWaitMs: 25_000,
+        pollMs: 1_000,
+        maxSourceFailures: 10,
+        maxUserFailures: 20,
+        failureWindowMs: 15 * 60 * 1000,
+      },
     });
   });
 
@@ -135,6 +144,8 @@ describe('agent config (parseAgentConfig)', () => {
     expect(parseAgentConfig(MINIMAL_AGENT)).toEqual({
       ...MINIMAL_AGENT,
       services: [],
+      claimCodeFile: '/boot/firmware/portway-claim-code.txt',
+      claimConsole: '/dev/console',
       logLevel: 'info',
       maxStreams: 256,
       maxUdpSessions: 4096,
@@ -151,6 +162,15 @@ describe('agent config (parseAgentConfig)', () => {
         serialPollMs: 1_000,
       },
     });
+  });
+
+  it('checks claimCode: a real code passes, a typo is named, and it never goes with enrollKey', () => {
+    const code = 'A94Q-PXGV-QRD2-MB8P-GTYS-J6C5';
+    expect(parseAgentConfig({ ...MINIMAL_AGENT, claimCode: code }).claimCode).toBe(code);
+    expect(() => parseAgentConfig({ ...MINIMAL_AGENT, claimCode: code.replace('PXGV', 'PXGW') })).toThrow(
+      'config: claimCode: not a claim code: the check character does not match (a typo?)',
+    );
+    expect(() => parseAgentConfig({ ...MINIMAL_AGENT, enrollKey: 'k', claimCode: code })).toThrow('claimCode: give at most one of enrollKey or claimCode');
   });
 
   it('accepts a full config with services and partial timers', () => {
