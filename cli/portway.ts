@@ -114,9 +114,10 @@ program
   .command('agent')
   .description('run the device agent (systemd runs this on the device)')
   .requiredOption('--config <file>', 'agent JSON config')
-  .action(async (o: { config: string }) => {
+  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address')
+  .action(async (o: { config: string; metrics?: string }) => {
     const { runAgent } = load<typeof import('../agent/src/main.js')>('../agent/src/main');
-    await runAgent(o.config);
+    await runAgent(o.config, { metrics: o.metrics });
   });
 
 program
@@ -137,7 +138,7 @@ program
 program
   .command('claim')
   .description('take ownership of a device with its claim code (from its label, console or boot partition)')
-  .argument('<code>', 'the claim code, e.g. 7K3Q-X9AD-4MBN-PRT0-VWH8-ZC5E')
+  .argument('<code>', 'the claim code, e.g. A94Q-PXGV-QRD2-MB8P-GTYS-J6C5')
   .option('--name <name>', 'name for the device (default: the name it registered with)')
   .action(async (code: string, o: { name?: string }) => {
     const { claimDevice } = load<typeof import('../client/src/claim.js')>('../client/src/claim');

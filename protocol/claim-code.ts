@@ -1,7 +1,7 @@
 /**
  * Claim codes: what a person types from a label or scans to take a device.
  *
- *   7K3Q-X9AD-4MBN-PRT0-VWH8-ZC5E      24 symbols, shown in groups of 4
+ *   A94Q-PXGV-QRD2-MB8P-GTYS-J6C5      24 symbols, shown in groups of 4
  *   \_____/\______________________/\
  *   lookup  secret                  check
  *   7 sym.  16 symbols              1 symbol
