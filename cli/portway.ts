@@ -114,10 +114,9 @@ program
   .command('agent')
   .description('run the device agent (systemd runs this on the device)')
   .requiredOption('--config <file>', 'agent JSON config')
-  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address')
-  .action(async (o: { config: string; metrics?: string }) => {
+  .action(async (o: { config: string }) => {
     const { runAgent } = load<typeof import('../agent/src/main.js')>('../agent/src/main');
-    await runAgent(o.config, { metrics: o.metrics });
+    await runAgent(o.config);
   });
 
 program
