@@ -6,34 +6,25 @@
  * `dpkg -r` keeps config and identity, and `dpkg -P` removes both and the unit's enablement.
  * systemd itself does not run in the chroot (postinst's start step is skipped there, as in an image build).
  *
- * Needs root (chroot) and mmdebstrap. The root is cached as a tarball in /tmp/portway-debian-root/ (about
+ * Needs root (chroot) and mmdebstrap; the root comes from test/helpers/debian-root.ts (a cached tarball, about
  * 35 s to build from the Debian mirror, rebuilt after 7 days). Set PORTWAY_DEB_INSTALL_TEST=0 to skip.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile, copyFile } from 'node:fs/promises';
+import { writeFile, copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseAgentConfig } from '../../agent/src/config';
 import { ManagedProcess, PortwayCluster, isEvent } from '../../devtools/portway-cluster';
 import { HELLO_TEXT, Disposer, makeTempDir, runProcess, startHttpServer } from '../helpers';
-import { hostDebianMirror } from '../helpers/debian-node';
+import { mustRun, prepareDebianRoot } from '../helpers/debian-root';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-const CACHE_DIR = process.env.PORTWAY_DEBIAN_ROOT_CACHE ?? '/tmp/portway-debian-root';
-const ROOT_TAR = path.join(CACHE_DIR, 'trixie-amd64-minbase-nodejs.tar');
-const ROOT_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 const skip = process.env.PORTWAY_DEB_INSTALL_TEST === '0';
 
 const setup = new Disposer();
 let deb = '';
 let rootfs = '';
-
-async function mustRun(disposer: Disposer, command: string, args: readonly string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
-  const result = await runProcess(disposer, command, args, { timeoutMs: options.timeoutMs ?? 60_000, env: options.env });
-  if (result.code !== 0) throw new Error(`${command} ${args.join(' ')} failed (${String(result.code)}):\n${result.stdout.slice(-2000)}\n${result.stderr.slice(-2000)}`);
-  return result.stdout;
-}
 
 /** The chroot's own name for a numeric id (its /etc/passwd and /etc/group, not the host's). */
 function chrootName(file: 'passwd' | 'group', id: number): string | undefined {
@@ -42,24 +33,13 @@ function chrootName(file: 'passwd' | 'group', id: number): string | undefined {
 
 beforeAll(async () => {
   if (skip) return;
-  if (process.getuid?.() !== 0) throw new Error('this test needs root for chroot (CI runs as root); PORTWAY_DEB_INSTALL_TEST=0 skips it');
   const work = await makeTempDir(setup, 'portway-deb-install-');
   const agentDir = path.join(work, 'agent');
   await mustRun(setup, process.execPath, [path.join(ROOT, 'scripts', 'build-agent.mjs'), '--outdir', agentDir], { timeoutMs: 120_000 });
   await mustRun(setup, process.execPath, [path.join(ROOT, 'scripts', 'build-deb.mjs'), '--agent-dir', agentDir, '--outdir', path.join(work, 'deb'), '--arch', 'amd64'], { timeoutMs: 120_000 });
   deb = path.join(work, 'deb', `portway-agent_${VERSION}_amd64.deb`);
 
-  const fresh = existsSync(ROOT_TAR) && Date.now() - statSync(ROOT_TAR).mtimeMs < ROOT_MAX_AGE_MS;
-  if (!fresh) {
-    await mkdir(CACHE_DIR, { recursive: true });
-    const partial = `${ROOT_TAR}.partial`;
-    await rm(partial, { force: true });
-    await mustRun(setup, 'mmdebstrap', ['--quiet', '--variant=minbase', '--include=nodejs,adduser', '--dpkgopt=path-exclude=/usr/share/man/*', '--dpkgopt=path-exclude=/usr/share/doc/*', '--dpkgopt=path-exclude=/usr/share/locale/*', '--format=tar', 'trixie', partial, hostDebianMirror()], { timeoutMs: 600_000 });
-    await rename(partial, ROOT_TAR);
-  }
-  rootfs = path.join(work, 'root');
-  await mkdir(rootfs);
-  await mustRun(setup, 'tar', ['-xf', ROOT_TAR, '-C', rootfs], { timeoutMs: 120_000 });
+  rootfs = await prepareDebianRoot(setup);
 }, 900_000);
 afterAll(() => setup.run());
 
