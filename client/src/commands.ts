@@ -1,6 +1,8 @@
 /** The user-side commands: login, devices, connect (forward proxy) and pipe (stdin/stdout). */
+import { createPrivateKey } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { PortwayError } from '../../protocol';
 import { pumpE2E } from '../../shared/e2e-pump';
@@ -23,7 +25,9 @@ export async function login(options: { relay: string; token: string; caFile?: st
   if (options.caFile) relayCaPem = await fs.readFile(options.caFile, 'utf8');
   else if (options.fingerprint) relayCaPem = await fetchPinnedCa(relay, options.fingerprint, API_TIMEOUT_MS);
   else throw new PortwayError('PW_CONFIG_INVALID', 'give --ca FILE or --fingerprint SHA256 so the relay can be verified');
-  const keys = generateKeyPair();
+  // Logging in again keeps this machine's key: claimed devices pinned it as their owner's key.
+  const dir = configDir();
+  const keys = { privateKeyPem: (await readKey(path.join(dir, 'user.key'))) ?? generateKeyPair().privateKeyPem };
   const result = await apiRequest<{ userId: string; userName: string; certificate: string; caCertificate: string }>({
     relay,
     caPem: relayCaPem,
@@ -33,9 +37,20 @@ export async function login(options: { relay: string; token: string; caFile?: st
     body: { csr: createCsr({ privateKeyPem: keys.privateKeyPem, commonName: 'portway-user' }) },
     timeoutMs: API_TIMEOUT_MS,
   });
-  const dir = configDir();
   await saveSettings(dir, { relayText: options.relay, userId: result.userId, userName: result.userName, token: options.token, keyPem: keys.privateKeyPem, certPem: result.certificate, caPem: result.caCertificate, relayCaPem });
   return { userName: result.userName, dir };
+}
+
+/** This machine's user key, when it has one that parses. */
+async function readKey(file: string): Promise<string | undefined> {
+  try {
+    const pem = await fs.readFile(file, 'utf8');
+    createPrivateKey(pem);
+    return pem;
+  } catch {
+    // ENOENT on the first login, or a damaged key (createPrivateKey throws): either way a new key is made.
+    return undefined;
+  }
 }
 
 export async function listDevices(): Promise<DeviceView[]> {

@@ -93,6 +93,10 @@ describe('claim codes', () => {
     expect(await runAs(cluster, undefined, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
     await expect(fs.access(path.join(garden.stateDir, 'claim.json'))).rejects.toMatchObject({ code: 'ENOENT' });
 
+    // Logging in again keeps this machine's key, so the device still knows its owner.
+    expect((await runAs(cluster, undefined, ['login', '--relay', cluster.relayAddress, '--token', '-', '--fingerprint', cluster.caFingerprint], cluster.token)).code).toBe(0);
+    expect(await runAs(cluster, undefined, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
+
     // Single use.
     expect(await runAs(cluster, bob.home, ['claim', gardenCode])).toMatchObject({ code: EXIT_FAILURE, stderr: 'portway: PW_CLAIM_USED: this claim code was already used\n' });
 
