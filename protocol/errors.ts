@@ -65,6 +65,10 @@ export const ERRORS = {
   PW_CLAIM_BINDING_FAILED: { meaning: 'the claim MAC did not verify: wrong code, or a key was substituted on the way (a relay cannot forge it)', retryable: false, wire: true },
   PW_RATE_LIMITED: { meaning: 'too many failed claim attempts from this address or user; wait and try again', retryable: true, wire: true },
   PW_E2E_OWNER_KEY_MISMATCH: { meaning: "the user's key is not an owner key the device pinned when it was claimed", retryable: false, wire: true },
+  PW_DEVICE_REVOKED: { meaning: 'the device was removed (revoked): its certificates and its key are refused for good', retryable: false, wire: true },
+  PW_CERT_EXPIRED: { meaning: 'the client certificate has expired', retryable: false, wire: true },
+  PW_CERT_NOT_YET_VALID: { meaning: 'the client certificate is not valid yet (its notBefore is in the future)', retryable: false, wire: true },
+  PW_CERT_UNTRUSTED: { meaning: 'the client certificate was not issued by this relay\'s CA (or its signature does not verify)', retryable: false, wire: true },
   PW_INTERNAL: { meaning: 'unexpected internal error', retryable: true, wire: true },
 } as const satisfies Record<string, ErrorSpec>;
 

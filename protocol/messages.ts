@@ -71,10 +71,18 @@ export const dialCommandSchema = z.object({ type: z.literal('dial'), ...requestB
 /** Relay asks the agent to keep `size` idle data sockets open for `ttlMs` (renewed while users are active). */
 export const poolCommandSchema = z.object({ type: z.literal('pool'), ...requestBase, size: z.number().int().min(0).max(16), ttlMs: z.number().int().min(0).max(3_600_000) });
 
-export const deviceCommandSchema = z.discriminatedUnion('type', [dialCommandSchema, poolCommandSchema]);
+/**
+ * Relay hands the agent a renewed certificate for the key it already has (docs/security.md, certificate lifetime):
+ * sent when less than a third of the presented certificate's validity is left. The agent checks it (its device ID,
+ * its own key, issued by the relay CA), writes it, replies, and reconnects its control channel with it.
+ */
+export const certCommandSchema = z.object({ type: z.literal('cert'), ...requestBase, certificate: z.string().min(1).max(8192) });
+
+export const deviceCommandSchema = z.discriminatedUnion('type', [dialCommandSchema, poolCommandSchema, certCommandSchema]);
 export type DeviceCommand = z.infer<typeof deviceCommandSchema>;
 export type DialCommand = z.infer<typeof dialCommandSchema>;
 export type PoolCommand = z.infer<typeof poolCommandSchema>;
+export type CertCommand = z.infer<typeof certCommandSchema>;
 
 /** The minimal envelope every command has, to answer unknown types with PW_UNKNOWN_MESSAGE. */
 export const commandEnvelopeSchema = z.object({ type: z.string().max(64), ...requestBase });

@@ -8,13 +8,17 @@
 import type { X509Certificate } from 'node:crypto';
 import type tls from 'node:tls';
 
-export type PeerCertResult = { readonly ok: true; readonly raw: Buffer } | { readonly ok: false; readonly reason: string };
+/** Why a presented certificate was refused, as a code the relay sends back (protocol/errors.ts). */
+export type PeerCertCode = 'PW_CLIENT_CERT_REQUIRED' | 'PW_CERT_UNTRUSTED' | 'PW_CERT_EXPIRED' | 'PW_CERT_NOT_YET_VALID';
+
+export type PeerCertResult = { readonly ok: true; readonly raw: Buffer } | { readonly ok: false; readonly reason: string; readonly code: PeerCertCode };
 
 export function verifyPeerCert(socket: tls.TLSSocket, ca: X509Certificate, now: number = Date.now()): PeerCertResult {
   // getPeerX509Certificate is much cheaper than getPeerCertificate's legacy object.
   const leaf = socket.getPeerX509Certificate();
-  if (!leaf) return { ok: false, reason: 'no client certificate' };
-  if (!leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) return { ok: false, reason: 'certificate not issued by this relay' };
-  if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return { ok: false, reason: 'certificate expired or not yet valid' };
+  if (!leaf) return { ok: false, reason: 'no client certificate', code: 'PW_CLIENT_CERT_REQUIRED' };
+  if (!leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) return { ok: false, reason: 'certificate not issued by this relay', code: 'PW_CERT_UNTRUSTED' };
+  if (now < Date.parse(leaf.validFrom)) return { ok: false, reason: `certificate not valid before ${leaf.validFrom}`, code: 'PW_CERT_NOT_YET_VALID' };
+  if (now > Date.parse(leaf.validTo)) return { ok: false, reason: `certificate expired ${leaf.validTo}`, code: 'PW_CERT_EXPIRED' };
   return { ok: true, raw: leaf.raw };
 }

@@ -5,13 +5,14 @@
 import { X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { PortwayError, type DeviceCommand, type ServiceInfo } from '../../protocol';
+import { PortwayError, type CertCommand, type DeviceCommand, type ServiceInfo } from '../../protocol';
 import type { Logger } from '../../shared/logger';
 import { parseHostPort } from '../../shared/relay-trust';
 import { ConcurrencyGate } from '../../shared/concurrency-gate';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
 import { ControlChannel } from './control/control-channel';
+import { installRenewedCert } from './control/renewed-cert';
 import { awaitStreamOpen, connectDataSocket, type DataSocket, type DataSocketTarget } from './data-socket';
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
 import { SerialServices } from './streams/serial-services';
@@ -163,6 +164,29 @@ export class Agent {
       }, cmd.ttlMs + 1);
       this.poolExpiryTimer.unref();
       this.fillPool();
+    } else if (cmd.type === 'cert') {
+      this.useRenewedCert(cmd).catch((err: unknown) => this.deps.log.error({ err }, 'agent.cert.renew_failed'));
+    }
+  }
+
+  /** A renewed certificate: checked and written, then used for every new connection (the control channel reconnects with it). */
+  private async useRenewedCert(cmd: CertCommand): Promise<void> {
+    const identity = this.identity;
+    const control = this.control;
+    if (!identity || !control || !this.target) return;
+    try {
+      const installed = await installRenewedCert({ certPem: cmd.certificate, deviceId: identity.deviceId, keyPem: identity.keyPem, caPem: identity.caPem, stateDir: this.config.stateDir, now: this.now() });
+      this.identity = { ...identity, certPem: cmd.certificate };
+      const outerContext = tls.createSecureContext({ key: identity.keyPem, cert: cmd.certificate, ca: identity.relayCaPem, ...tlsCipherOptions() });
+      this.innerContext = tls.createSecureContext({ key: identity.keyPem, cert: cmd.certificate, ca: identity.caPem, ...tlsCipherOptions() });
+      this.target = { ...this.target, secureContext: outerContext, sessions: new TlsSessionCache() };
+      this.deps.log.info({ notAfter: installed.notAfter.toISOString(), certFingerprint: installed.fingerprint }, 'agent.cert.renewed');
+      await control.reply(cmd.id, { ok: true }).catch(() => undefined);
+      control.useSecureContext(outerContext);
+    } catch (err) {
+      if (!(err instanceof PortwayError)) throw err;
+      this.deps.log.warn({ code: err.code, reason: err.message }, 'agent.cert.renew_refused');
+      await control.reply(cmd.id, err.toWire()).catch(() => undefined);
     }
   }
 

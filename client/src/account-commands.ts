@@ -1,4 +1,4 @@
-/** The user's account commands: API tokens (`portway token …`), sharing (`portway share|unshare|shares`), the audit log (`portway audit`). */
+/** The user's account commands: API tokens (`portway token …`), removing a device (`portway device remove`), sharing (`portway share|unshare|shares`), the audit log (`portway audit`). */
 import { PortwayError } from '../../protocol';
 import { apiRequest } from '../../shared/https-json';
 import { parseDuration } from '../../shared/parse-duration';
@@ -49,6 +49,11 @@ export function createToken(options: { scope: string; expires?: string }): Promi
 
 export async function revokeToken(tokenId: string): Promise<void> {
   await call('DELETE', `/v1/tokens/${encodeURIComponent(tokenId)}`);
+}
+
+/** Remove (revoke) a device you own: its sessions end at once and it can never connect or enroll with its key again. */
+export async function removeDevice(device: string): Promise<string> {
+  return (await call<{ deviceId: string }>('DELETE', `/v1/devices/${encodeURIComponent(device)}`)).deviceId;
 }
 
 export function share(options: { device: string; user: string; services: readonly string[] }): Promise<ShareView> {

@@ -36,3 +36,17 @@ export function checkCertToken(cert: UserCert, now: number): void {
   if (token.expiresAt !== undefined && token.expiresAt <= now) throw new PortwayError('PW_TOKEN_EXPIRED', 'the token this certificate was issued with has expired; log in again');
   if (token.scope !== 'connect') throw new PortwayError('PW_SCOPE_INSUFFICIENT', `this certificate was issued with a ${token.scope} token; opening streams needs scope connect`);
 }
+
+/**
+ * A device certificate that chains to the relay CA (checked by the TLS front) is accepted for its device when the
+ * device exists, is not revoked, and the certificate carries the device's recorded key. The key, not the
+ * certificate, is what identifies a device: renewals (cert-renewal.ts) issue new certificates for the same key,
+ * and the previous one stays usable until it expires, so a renewal never strands a connection. PW_UNAUTHENTICATED
+ * for an unknown device or another key; PW_DEVICE_REVOKED for a removed device.
+ */
+export function checkDeviceCert(device: Device | undefined, peer: { readonly keyFingerprint?: string }): Device {
+  if (!device) throw new PortwayError('PW_UNAUTHENTICATED', 'device unknown');
+  if (device.revokedAt !== undefined) throw new PortwayError('PW_DEVICE_REVOKED', 'this device was removed');
+  if (peer.keyFingerprint === undefined || device.keyFingerprint !== peer.keyFingerprint) throw new PortwayError('PW_UNAUTHENTICATED', 'device certificate for a key other than the recorded one');
+  return device;
+}

@@ -25,6 +25,8 @@ export const relayTimersSchema = z
     mqttConnectTimeoutMs: z.number().int().positive().default(10_000),
     /** HTTP API request deadline (headers and body). */
     httpRequestTimeoutMs: z.number().int().positive().default(15_000),
+    /** How often the relay reads revocations written by others (relay CLI, other relays) to end live sessions. */
+    revocationPollMs: z.number().int().positive().max(5_000).default(1_000),
   })
   .strict();
 
@@ -73,8 +75,8 @@ export const relayOptionsSchema = z
     certFile: z.string().min(1).optional(),
     keyFile: z.string().min(1).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    /** Device certificate lifetime. */
-    deviceCertValidityMs: z.number().int().positive().default(90 * 24 * 3600 * 1000),
+    /** Device certificate lifetime (30 days); agents renew over MQTT when less than a third is left. */
+    deviceCertValidityMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
     userCertValidityMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
     timers: relayTimersSchema.default(relayTimersSchema.parse({})),
     limits: relayLimitsSchema.default(relayLimitsSchema.parse({})),

@@ -1,4 +1,4 @@
-/** Relay entry points for the CLI: init, serve, ca, user add, enroll-key create. */
+/** Relay entry points for the CLI: init, serve, ca, user add, enroll-key create, device revoke. */
 import { promises as fs } from 'node:fs';
 import { PortwayError } from '../../protocol';
 import { createLogger } from '../../shared/logger';
@@ -68,6 +68,27 @@ export function relayEnrollKeyCreate(flags: StoreFlags, options: { uses: number;
       ownerUserId = owner.id;
     }
     return (await store.createEnrollKey({ ownerUserId, uses: options.uses, expiresAt: Date.now() + options.expiresMs })).key;
+  });
+}
+
+/**
+ * Revoke a device in the store (`portway relay device revoke`), with or without a running relay: a running relay
+ * reads revocations every `timers.revocationPollMs` (1 s) and then ends the device's sessions and streams.
+ * Returns the device ID; PW_UNKNOWN_DEVICE, PW_BAD_REQUEST (several devices with that name), PW_DEVICE_REVOKED.
+ */
+export function relayDeviceRevoke(flags: StoreFlags, nameOrId: string): Promise<string> {
+  return withStore(flags, async (store) => {
+    const found = await store.findDevices(nameOrId);
+    if (found.length > 1) throw new PortwayError('PW_BAD_REQUEST', 'several devices have this name; use the device ID');
+    const device = found[0];
+    if (!device) {
+      const byId = await store.getDevice(nameOrId);
+      if (byId?.revokedAt !== undefined) throw new PortwayError('PW_DEVICE_REVOKED', 'this device was already removed');
+      throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(nameOrId)}`);
+    }
+    await store.revokeDevice(device.id);
+    await store.appendAudit({ actor: 'relay-cli', action: 'device.revoke', target: device.id, outcome: 'ok' });
+    return device.id;
   });
 }
 

@@ -13,6 +13,10 @@ import { ClaimService } from './claims/claim-service';
 import { EmbeddedBroker } from './broker';
 import type { RelayOptions } from './config';
 import { DeviceRegistry } from './control/device-registry';
+import { DeviceRevocations } from './control/device-revocations';
+import { CertRenewal } from './control/cert-renewal';
+import { checkDeviceCert } from './access';
+import type { PortwayError } from '../../protocol';
 import { DataPlane, type DataPlaneStats } from './data/data-plane';
 import { loadCa, loadServerCert, relayFiles } from './data-dir';
 import { RelayMetrics } from './metrics';
@@ -85,13 +89,24 @@ export class Relay {
       this.dataPlane = dataPlane;
       this.stack.push(() => dataPlane.stop());
 
+      const revocations = new DeviceRevocations(
+        { log: log.child({ component: 'revocations' }), store, now, targets: { disconnectDevice: (id) => broker.disconnectDevice(id), dropDevice: (id) => dataPlane.dropDevice(id) } },
+        { pollMs: timers.revocationPollMs },
+      );
+      revocations.start();
+      this.stack.push(() => revocations.stop());
+
+      const renewal = new CertRenewal({ log: log.child({ component: 'renewal' }), store, ca, mqtt }, { deviceCertValidityMs: this.options.deviceCertValidityMs });
+      await renewal.start();
+      this.stack.push(() => renewal.stop());
+
       const claims = new ClaimService(
         { log: log.child({ component: 'claims' }), store, ca, now, misbehaviour: this.deps.misbehaviour },
         { ...this.options.claims, deviceCertValidityMs: this.options.deviceCertValidityMs },
       );
       this.stack.push(() => claims.stop());
       const api = new HttpApi(
-        { log: log.child({ component: 'api' }), store, ca, registry, claims },
+        { log: log.child({ component: 'api' }), store, ca, registry, claims, revocations },
         { maxBodyBytes: limits.maxHttpBodyBytes, requestTimeoutMs: timers.httpRequestTimeoutMs, deviceCertValidityMs: this.options.deviceCertValidityMs, userCertValidityMs: this.options.userCertValidityMs },
       );
       this.stack.push(() => api.stop());
@@ -108,19 +123,23 @@ export class Relay {
             http: (conn) => api.handleConnection(conn),
             mqtt: (conn) => {
               if (conn.peer.role !== 'device' || !conn.peer.id) {
-                log.info({ remote: conn.remote, code: conn.peer.role === 'none' ? 'PW_CLIENT_CERT_REQUIRED' : 'PW_WRONG_ROLE', reason: conn.peer.certError }, 'relay.connection.rejected');
+                log.info({ remote: conn.remote, code: conn.peer.role === 'none' ? (conn.peer.certCode ?? 'PW_CLIENT_CERT_REQUIRED') : 'PW_WRONG_ROLE', reason: conn.peer.certError }, 'relay.connection.rejected');
                 dropConnection(conn);
                 return;
               }
               const deviceId = conn.peer.id;
               store.getDevice(deviceId).then(
                 (device) => {
-                  if (!device || device.revokedAt !== undefined || device.certFingerprint !== conn.peer.certFingerprint) {
-                    log.info({ remote: conn.remote, deviceId, code: 'PW_UNAUTHENTICATED' }, 'relay.connection.rejected');
+                  try {
+                    checkDeviceCert(device, conn.peer);
+                  } catch (err) {
+                    log.info({ remote: conn.remote, deviceId, code: (err as PortwayError).code, reason: (err as Error).message }, 'relay.connection.rejected');
                     dropConnection(conn);
                     return;
                   }
                   broker.handleConnection(conn.tls, { kind: 'device', deviceId });
+                  const presented = conn.tls.getPeerX509Certificate();
+                  if (presented) renewal.track(deviceId, conn.tls, presented);
                 },
                 (err: unknown) => {
                   log.error({ err }, 'relay.mqtt.lookup_failed');

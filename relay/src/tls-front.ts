@@ -9,7 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { ALPN_DATA, ALPN_HTTP, ALPN_MQTT, MAX_TLS_RECORD_BYTES, parseClientHelloAlpn, RELAY_ALPNS, TLS_RECORD_HEADER_BYTES } from '../../protocol';
 import { HandoffCarrier } from '../../shared/tls-handoff';
-import { verifyPeerCert } from '../../shared/peer-cert';
+import { type PeerCertCode, verifyPeerCert } from '../../shared/peer-cert';
 import { describeCert } from '../../shared/x509';
 import type { Logger } from '../../shared/logger';
 
@@ -25,6 +25,8 @@ export interface PeerIdentity {
   readonly keyFingerprint?: string;
   /** Why a presented certificate was not accepted (for logs). */
   readonly certError?: string;
+  /** The same as a code: PW_CLIENT_CERT_REQUIRED (none, or an unusable role), PW_CERT_UNTRUSTED, PW_CERT_EXPIRED, PW_CERT_NOT_YET_VALID. */
+  readonly certCode?: PeerCertCode;
 }
 
 export interface Connection {
@@ -231,7 +233,7 @@ function peekClientHelloAlpn(raw: net.Socket, timeoutMs: number): Promise<readon
 
 function identify(socket: tls.TLSSocket, ca: X509Certificate): PeerIdentity {
   const verified = verifyPeerCert(socket, ca);
-  if (!verified.ok) return { role: 'none', certError: verified.reason };
+  if (!verified.ok) return { role: 'none', certError: verified.reason, certCode: verified.code };
   try {
     const description = describeCert(verified.raw);
     if ((description.role === 'device' || description.role === 'user') && description.id) {

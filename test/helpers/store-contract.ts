@@ -250,6 +250,24 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.revokeDevice('dev_aaaaaaaaaaaaaaaa')).toBe(false);
       });
 
+      it('lists devices revoked since a time and finds the revoked device of a key', async () => {
+        const kept = await store.createDevice({ name: 'kept', certFingerprint: FP_A, keyFingerprint: FP_A });
+        const early = await store.createDevice({ name: 'early', certFingerprint: FP_B, keyFingerprint: FP_B });
+        const late = await store.createDevice({ name: 'late', certFingerprint: FP_C, keyFingerprint: FP_C });
+        const earlyAt = clock;
+        await store.revokeDevice(early.id);
+        clock += 1000;
+        const lateAt = clock;
+        await store.revokeDevice(late.id);
+        expect(await store.listRevokedDevices(earlyAt)).toEqual([{ ...early, revokedAt: earlyAt }, { ...late, revokedAt: lateAt }]);
+        expect(await store.listRevokedDevices(lateAt)).toEqual([{ ...late, revokedAt: lateAt }]);
+        expect(await store.listRevokedDevices(lateAt + 1)).toEqual([]);
+        expect(await store.findRevokedKey(FP_B)).toEqual({ ...early, revokedAt: earlyAt });
+        expect(await store.findRevokedKey(FP_A)).toBeUndefined(); // its device is not revoked
+        expect(await store.findRevokedKey('not a fingerprint')).toBeUndefined();
+        expect(await store.getDevice(kept.id)).toEqual(kept);
+      });
+
       it('refuses unknown owners with PW_NOT_FOUND and bad arguments synchronously', async () => {
         await expectCode(store.createDevice({ name: 'pi', ownerUserId: 'usr_aaaaaaaaaaaaaaaa', certFingerprint: FP_A, keyFingerprint: FP_B }), 'PW_NOT_FOUND');
         const good = { name: 'pi', certFingerprint: FP_A, keyFingerprint: FP_B };

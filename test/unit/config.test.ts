@@ -35,7 +35,7 @@ describe('relay options (parseRelayOptions)', () => {
       dataDir: '/var/lib/portway-relay',
       listen: { host: '127.0.0.1', port: 8443 },
       logLevel: 'info',
-      deviceCertValidityMs: 90 * 24 * 3600 * 1000,
+      deviceCertValidityMs: 30 * 24 * 3600 * 1000,
       userCertValidityMs: 30 * 24 * 3600 * 1000,
       timers: {
         tlsHandshakeTimeoutMs: 10_000,
@@ -46,6 +46,7 @@ describe('relay options (parseRelayOptions)', () => {
         streamCloseGraceMs: 30_000,
         mqttConnectTimeoutMs: 10_000,
         httpRequestTimeoutMs: 15_000,
+        revocationPollMs: 1_000,
       },
       limits: {
         maxConnections: 20_000,

@@ -27,6 +27,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
   private state: 'idle' | 'connecting' | 'online' | 'waiting' | 'stopped' = 'idle';
   private session = '';
   private services: readonly ServiceInfo[];
+  private secureContext: tls.SecureContext;
   reconnects = 0;
 
   constructor(
@@ -43,6 +44,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
   ) {
     super();
     this.services = options.services;
+    this.secureContext = options.secureContext;
     this.backoff = new Backoff({ baseMs: options.timers.backoffBaseMs, capMs: options.timers.backoffCapMs, stableAfterMs: options.timers.backoffStableMs });
   }
 
@@ -67,6 +69,18 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       await client.publishAsync(deviceTopic(this.options.deviceId, 'status'), JSON.stringify({ online: false, session: this.session, at: this.deps.now() }), { qos: 1, retain: true }).catch(() => undefined);
     }
     await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+  }
+
+  /**
+   * A renewed certificate: the next connections use `secureContext`; the current one ends now (its session is
+   * replaced at once by a connection with the new certificate, after the usual backoff).
+   */
+  useSecureContext(secureContext: tls.SecureContext): void {
+    this.secureContext = secureContext;
+    const client = this.client;
+    if (!client || this.state === 'stopped') return;
+    this.deps.log.info('agent.control.cert_switch');
+    client.end(true);
   }
 
   /** Replace the services list (a serial port came or went); republished at once when online. */
@@ -109,7 +123,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       // mqtt-packet's number cache is 64K small Buffers (about 10 MB RSS) to speed up senders of many
       // packets; an agent sends a handful a minute.
       writeCache: false,
-      secureContext: this.options.secureContext,
+      secureContext: this.secureContext,
       servername: isIpLiteral(host) ? undefined : host,
       ALPNProtocols: [ALPN_MQTT],
       will: { topic: statusTopic, payload: Buffer.from(JSON.stringify({ online: false, session: this.session })), qos: 1, retain: true },

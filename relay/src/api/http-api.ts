@@ -8,6 +8,7 @@
  *   POST /v1/login       { csr }                   -> { userId, userName, certificate, caCertificate }
  *   GET  /v1/devices                               -> { devices: DeviceView[] }   (with the latest telemetry)
  *   GET  /v1/devices/:nameOrId                     -> DeviceView
+ *   DELETE /v1/devices/:nameOrId                   device-routes.ts (remove = revoke the device)
  *   GET  /v1/ca                                    -> CA certificate (PEM)
  *   /v1/tokens…, /v1/shares…, /v1/audit             token-routes.ts, share-routes.ts, audit-routes.ts
  *   /v1/claims…                                      claim-routes.ts (the device's routes need no bearer)
@@ -27,6 +28,8 @@ import type { ApiRoutes } from './api-route';
 import type { ClaimService } from '../claims/claim-service';
 import { auditRoutes } from './audit-routes';
 import { claimRoutes, deviceClaimRoute } from './claim-routes';
+import { deviceRoutes } from './device-routes';
+import type { DeviceRevocations } from '../control/device-revocations';
 import { shareRoutes } from './share-routes';
 import { tokenRoutes } from './token-routes';
 
@@ -56,6 +59,7 @@ const STATUS_FOR: Partial<Record<ErrorCode, number>> = {
   PW_CLAIM_ID_TAKEN: 409,
   PW_CLAIM_EXPIRED: 410,
   PW_RATE_LIMITED: 429,
+  PW_DEVICE_REVOKED: 403,
 };
 
 export interface HttpApiOptions {
@@ -84,13 +88,13 @@ export class HttpApi {
   private readonly routes: readonly ApiRoutes[];
 
   constructor(
-    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry; claims?: ClaimService },
+    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry; claims?: ClaimService; revocations?: DeviceRevocations },
     private readonly options: HttpApiOptions,
   ) {
     this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
-    this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store }), ...(deps.claims ? [claimRoutes(deps.claims)] : [])];
+    this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store }), ...(deps.claims ? [claimRoutes(deps.claims)] : []), ...(deps.revocations ? [deviceRoutes({ store: deps.store, revocations: deps.revocations })] : [])];
     this.server.on('clientError', (err, socket) => {
       this.deps.log.info({ code: (err as NodeJS.ErrnoException).code }, 'relay.http.client_error');
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -175,6 +179,12 @@ export class HttpApi {
     const body = enrollSchema.safeParse(await this.readJson(req));
     if (!body.success) throw new PortwayError('PW_BAD_REQUEST', describeIssues(body.error));
     const csr = parseCsr(body.data.csr);
+    if (csr.commonName !== body.data.name) throw new PortwayError('PW_BAD_CSR', 'the CSR names another device than the request (its common name must be the device name)');
+    const revoked = await this.deps.store.findRevokedKey(spkiFingerprint(csr.publicKeySpkiDer));
+    if (revoked) {
+      await this.deps.store.appendAudit({ actor: 'relay', action: 'device.enroll', target: revoked.id, source: req.socket.remoteAddress ?? '?', outcome: 'PW_DEVICE_REVOKED' });
+      throw new PortwayError('PW_DEVICE_REVOKED', 'this key belongs to a removed device; make a new key');
+    }
     const use = await this.deps.store.consumeEnrollKey(body.data.enrollKey);
     const deviceId = newId('dev');
     const certificate = this.deps.ca.issueDeviceCert({ deviceId, name: body.data.name, publicKeySpkiDer: csr.publicKeySpkiDer, validityMs: this.options.deviceCertValidityMs });

@@ -19,7 +19,8 @@ export type DisconnectReason =
   | 'too_large'
   | 'connect_timeout'
   | 'keepalive_timeout'
-  | 'stopped';
+  | 'stopped'
+  | 'revoked';
 
 export interface BrokerConnectionOptions {
   readonly connectTimeoutMs: number;

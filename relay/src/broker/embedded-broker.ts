@@ -161,6 +161,17 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
     this.attach(stream, identity, true);
   }
 
+  /** End every connection of a revoked device now (its will is published); the count ended. */
+  disconnectDevice(deviceId: string): number {
+    let ended = 0;
+    for (const connection of [...this.connections.values()]) {
+      if (connection.identity.kind !== 'device' || connection.identity.deviceId !== deviceId) continue;
+      connection.abort('revoked');
+      ended++;
+    }
+    return ended;
+  }
+
   /** A stream for the relay's own mqtt.js client, connected in-process with the relay identity. */
   connectInternalClient(): Duplex {
     const [relaySide, brokerSide] = duplexPair();

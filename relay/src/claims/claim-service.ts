@@ -66,6 +66,7 @@ export class ClaimService {
   async register(input: unknown, source: string): Promise<{ state: string; expiresAt: number }> {
     const body = parse(claimRegisterSchema, input);
     const csr = parseCsr(body.csr);
+    if (await this.deps.store.findRevokedKey(spkiFingerprint(csr.publicKeySpkiDer))) throw new PortwayError('PW_DEVICE_REVOKED', 'this key belongs to a removed device; make a new key');
     const claim = await this.deps.store.registerClaim({
       claimId: body.claimId, name: body.name, csr: body.csr, deviceKey: csr.publicKeySpkiDer.toString('base64'), keyFingerprint: spkiFingerprint(csr.publicKeySpkiDer),
       pollHash: sha256(body.pollToken), expiresAt: this.deps.now() + this.options.ttlMs,

@@ -27,7 +27,7 @@ import {
 import type { Logger } from '../../../shared/logger';
 import { readFrame } from '../../../shared/read-frame';
 import type { HandoffCarrier } from '../../../shared/tls-handoff';
-import { canReach, checkCertToken } from '../access';
+import { canReach, checkCertToken, checkDeviceCert } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { Device, Store, User } from '../store';
 import { dropConnection, type Connection } from '../tls-front';
@@ -69,6 +69,8 @@ export class DataPlane {
   private streamsTotal = 0;
   private readonly rejects: Partial<Record<ErrorCode, number>> = {};
   private readonly onOffline = (deviceId: string): void => this.deviceOffline(deviceId);
+  /** Spliced streams by device, so that a revocation can cut them (dropDevice). */
+  private readonly liveStreams = new Map<string, Set<readonly [Connection, Connection]>>();
 
   constructor(
     private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry },
@@ -164,17 +166,13 @@ export class DataPlane {
   }
 
   private async authenticateDevice(conn: Connection): Promise<Device> {
-    if (conn.peer.role === 'none') throw new PortwayError('PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
+    if (conn.peer.role === 'none') throw new PortwayError(conn.peer.certCode ?? 'PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
     if (conn.peer.role !== 'device' || !conn.peer.id) throw new PortwayError('PW_WRONG_ROLE', 'a user certificate cannot act as a device');
-    const device = await this.deps.store.getDevice(conn.peer.id);
-    if (!device || device.revokedAt !== undefined || device.certFingerprint !== conn.peer.certFingerprint) {
-      throw new PortwayError('PW_UNAUTHENTICATED', 'device unknown, revoked or using a replaced certificate');
-    }
-    return device;
+    return checkDeviceCert(await this.deps.store.getDevice(conn.peer.id), conn.peer);
   }
 
   private async authenticateUser(conn: Connection): Promise<User> {
-    if (conn.peer.role === 'none') throw new PortwayError('PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
+    if (conn.peer.role === 'none') throw new PortwayError(conn.peer.certCode ?? 'PW_CLIENT_CERT_REQUIRED', conn.peer.certError);
     if (conn.peer.role !== 'user' || !conn.peer.id || !conn.peer.certFingerprint) throw new PortwayError('PW_WRONG_ROLE', 'a device certificate cannot open streams as a user');
     const [user, cert] = await Promise.all([this.deps.store.getUser(conn.peer.id), this.deps.store.getUserCert(conn.peer.certFingerprint)]);
     if (!user || !cert || cert.userId !== user.id) throw new PortwayError('PW_UNAUTHENTICATED', 'user unknown or certificate not on record');
@@ -289,22 +287,49 @@ export class DataPlane {
     const streamOpen = encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service: s.service, user: { id: s.user.id, name: s.user.name, certFingerprint } });
     this.streamsPerDevice.set(s.deviceId, (this.streamsPerDevice.get(s.deviceId) ?? 0) + 1);
     this.streamsTotal++;
+    const live: readonly [Connection, Connection] = [client, agent];
+    this.trackLive(s.deviceId, live, true);
     s.log.info('relay.stream.opened');
     this.sendLast(agent, streamOpen)
       .then(() => splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs }))
       .then(
         (result) => {
+          this.trackLive(s.deviceId, live, false);
           const n = (this.streamsPerDevice.get(s.deviceId) ?? 1) - 1;
           if (n <= 0) this.streamsPerDevice.delete(s.deviceId);
           else this.streamsPerDevice.set(s.deviceId, n);
           s.log.info({ outcome: result.outcome, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA }, 'relay.stream.closed');
         },
-        (err: unknown) => s.log.error({ err }, 'relay.stream.splice_failed'),
+        (err: unknown) => {
+          this.trackLive(s.deviceId, live, false);
+          s.log.error({ err }, 'relay.stream.splice_failed');
+        },
       );
   }
 
-  private deviceOffline(deviceId: string): void {
-    this.agentSockets.dropDevice(deviceId, new PortwayError('PW_DEVICE_OFFLINE'));
+  // ---- revocation (relay/src/control/device-revocations.ts calls dropDevice)
+
+  private trackLive(deviceId: string, pair: readonly [Connection, Connection], isOpen: boolean): void {
+    const set = this.liveStreams.get(deviceId) ?? new Set();
+    if (isOpen) set.add(pair);
+    else set.delete(pair);
+    if (set.size > 0) this.liveStreams.set(deviceId, set);
+    else this.liveStreams.delete(deviceId);
+  }
+
+  /** A revoked device: its pooled sockets, waiting dials, primed client sockets and spliced streams end now (reset). */
+  dropDevice(deviceId: string): number {
+    this.deviceOffline(deviceId, new PortwayError('PW_DEVICE_REVOKED'));
+    const live = [...(this.liveStreams.get(deviceId) ?? [])];
+    for (const [client, agent] of live) {
+      dropConnection(client, { reset: true });
+      dropConnection(agent, { reset: true });
+    }
+    return live.length;
+  }
+
+  private deviceOffline(deviceId: string, reason = new PortwayError('PW_DEVICE_OFFLINE')): void {
+    this.agentSockets.dropDevice(deviceId, reason);
     for (const p of this.primed) {
       if (p.deviceId !== deviceId) continue;
       this.untrackPrimed(p.conn);

@@ -221,6 +221,22 @@ export class SqlStore implements Store {
     return this.#run(async (db) => isId(id, 'dev') && (await db.execute('UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?', [this.#now(), id])) > 0);
   }
 
+  listRevokedDevices(since: number): Promise<Device[]> {
+    if (!Number.isSafeInteger(since)) throw new TypeError('since must be an integer');
+    return this.#run(async (db) =>
+      (await db.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE revoked_at IS NOT NULL AND revoked_at >= ? ORDER BY revoked_at, id LIMIT 1000`, [since])).map(toDevice),
+    );
+  }
+
+  findRevokedKey(keyFingerprint: string): Promise<Device | undefined> {
+    checkString(keyFingerprint, 'keyFingerprint');
+    return this.#run(async (db) =>
+      FINGERPRINT.test(keyFingerprint)
+        ? first(await db.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE key_fingerprint = ? AND revoked_at IS NOT NULL ORDER BY revoked_at LIMIT 1`, [keyFingerprint]), toDevice)
+        : undefined,
+    );
+  }
+
   // ---- user certificates
 
   recordUserCert(userId: string, fingerprint: string, keyFingerprint: string, options: { readonly tokenId?: string } = {}): Promise<UserCert> {

@@ -157,6 +157,10 @@ export interface Store {
   updateDeviceCert(id: string, cert: { readonly certFingerprint: string; readonly keyFingerprint: string }): Promise<Device>;
   /** False when there was no such device. Idempotent: the first revocation time is kept. */
   revokeDevice(id: string): Promise<boolean>;
+  /** Devices revoked at or after `since` (store clock), oldest revocation first, at most 1000: running relays poll it. */
+  listRevokedDevices(since: number): Promise<Device[]>;
+  /** A revoked device holding this key (SPKI SHA-256 hex), if any: such a key may not enroll or register a claim again. */
+  findRevokedKey(keyFingerprint: string): Promise<Device | undefined>;
 
   /** `tokenId`: the token the certificate is issued with; it must belong to the user (else PW_NOT_FOUND). */
   recordUserCert(userId: string, fingerprint: string, keyFingerprint: string, options?: { readonly tokenId?: string }): Promise<UserCert>;
