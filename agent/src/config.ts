@@ -83,6 +83,8 @@ export const agentConfigSchema = z
     name: nameSchema,
     services: z.array(serviceSchema).max(256).default([]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Loopback HOST:PORT for the Prometheus metrics endpoint (`--metrics` overrides); off when absent. */
+    metricsListen: hostPortString.optional(),
     /** Streams at once, UDP sessions not counted (they have their own cap below). */
     maxStreams: z.number().int().positive().default(256),
     /** UDP sessions at once over all UDP services (each service also has its own maxSessions). */

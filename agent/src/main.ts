@@ -1,8 +1,8 @@
 /**
  * `portway agent --config FILE`: run the device agent until SIGTERM/SIGINT.
  * The one place the agent reads its environment: NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from systemd
- * (Type=notify, WatchdogSec=), PATH to find systemd-notify and vcgencmd, and PORTWAY_AGENT_METRICS
- * (HOST:PORT on loopback: serve Prometheus metrics there; docs/reliability.md).
+ * (Type=notify, WatchdogSec=), and PATH to find systemd-notify and vcgencmd. `metrics` (the `--metrics` flag)
+ * overrides the config's metricsListen: a loopback HOST:PORT for Prometheus metrics (docs/reliability.md).
  */
 import { PortwayError } from '../../protocol';
 import { createLogger } from '../../shared/logger';
@@ -11,7 +11,7 @@ import { loadAgentConfig } from './config';
 import { findProgram } from './find-program';
 import { SystemdNotifier } from './watchdog/systemd-notifier';
 
-export async function runAgent(configFile: string): Promise<void> {
+export async function runAgent(configFile: string, flags: { metrics?: string } = {}): Promise<void> {
   const config = loadAgentConfig(configFile);
   const log = createLogger({ level: config.logLevel, name: 'portway-agent' });
   const env = process.env;
@@ -24,9 +24,10 @@ export async function runAgent(configFile: string): Promise<void> {
   const agent = new Agent({ log, vcgencmd: findProgram('vcgencmd', env.PATH) }, config);
   // Loaded only when asked for: prom-client costs an idle device memory it has little of.
   let metrics: { stop(): Promise<void> } | undefined;
-  if (env.PORTWAY_AGENT_METRICS) {
+  const metricsListen = flags.metrics ?? config.metricsListen;
+  if (metricsListen !== undefined) {
     const { AgentMetrics, parseMetricsAddress } = await import('./agent-metrics.js');
-    const at = parseMetricsAddress(env.PORTWAY_AGENT_METRICS);
+    const at = parseMetricsAddress(metricsListen);
     const endpoint = new AgentMetrics(agent);
     metrics = endpoint;
     log.info({ metrics: await endpoint.listen(at.host, at.port) }, 'agent.metrics.listening');

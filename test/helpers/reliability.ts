@@ -3,6 +3,7 @@
  * Prometheus scrapes, open file descriptors of a process, timed waits for JSON log events.
  */
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import http from 'node:http';
 import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
 
@@ -12,9 +13,12 @@ export const RELIABILITY_RELAY_CONFIG = {
   metricsListen: { host: '127.0.0.1', port: 0 },
 };
 
-/** Start (or restart) the cluster's agent with PORTWAY_AGENT_METRICS on a free loopback port. */
-export async function startAgentWithMetrics(cluster: PortwayCluster, timeoutMs = 30_000): Promise<{ proc: ManagedProcess; metricsPort: number }> {
-  const proc = cluster.spawnCli(['agent', '--config', cluster.agentConfigFile], { PORTWAY_AGENT_METRICS: '127.0.0.1:0' });
+/** Agent config keys for a metrics endpoint on a free loopback port (for `cluster.writeAgentConfig`). */
+export const AGENT_METRICS_CONFIG = { metricsListen: '127.0.0.1:0' };
+
+/** Start (or restart) the cluster's agent, its config written with AGENT_METRICS_CONFIG; reads the port back. */
+export async function startAgentWithMetrics(cluster: PortwayCluster, timeoutMs = 30_000, nodeArgs: readonly string[] = []): Promise<{ proc: ManagedProcess; metricsPort: number }> {
+  const proc = cluster.spawnCli(['agent', '--config', cluster.agentConfigFile], {}, nodeArgs);
   cluster.agent = proc;
   const line = await proc.waitForLine(isEvent('agent.metrics.listening'), timeoutMs, 'agent.metrics.listening');
   await proc.waitForLine(isEvent('agent.control.online'), timeoutMs, 'agent.control.online');
@@ -72,4 +76,28 @@ export async function nextEventAt(proc: ManagedProcess, event: string, timeoutMs
   const from = proc.lines.length;
   const line = await proc.waitForLine((l) => isEvent(event)(l) && proc.lines.indexOf(l) >= from, timeoutMs, event);
   return { at: Date.now(), json: JSON.parse(line) as Record<string, unknown> };
+}
+
+/** Node options that let a test force a full GC in a child: a heap snapshot on SIGUSR2 (written into `dir`). */
+export function gcNodeArgs(dir: string): string[] {
+  return ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${dir}`];
+}
+
+/**
+ * Force a full garbage collection in `proc` (started with gcNodeArgs(dir)): V8 collects before it writes a
+ * heap snapshot. Resolves once the snapshot is written (the process answers a metrics scrape again) and removed.
+ */
+export async function collectGarbage(proc: ManagedProcess, dir: string, metricsPort: number, timeoutMs = 30_000): Promise<void> {
+  const before = new Set(await fs.readdir(dir));
+  proc.child.kill('SIGUSR2');
+  const deadline = Date.now() + timeoutMs;
+  let file: string | undefined;
+  while (file === undefined) {
+    if (Date.now() > deadline) throw new Error('no heap snapshot appeared');
+    await new Promise((r) => setTimeout(r, 50));
+    file = (await fs.readdir(dir)).find((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
+  }
+  // The snapshot is written on the main thread: a scrape is answered only after it is done.
+  await scrape(metricsPort, timeoutMs);
+  await fs.rm(path.join(dir, file), { force: true });
 }

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pseudoRandomBytes } from '../../devtools';
 import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
 import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
-import { RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
+import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
 
 function figure(name: string, value: unknown): void {
   process.stdout.write(`reliability.figure ${name} ${JSON.stringify(value)}\n`);
@@ -45,7 +45,7 @@ describe('reliability under faults', () => {
     // The enrolled agent moves behind the fault proxy (the relay's control and data sockets both go through it).
     await (cluster.agent as ManagedProcess).stop();
     proxy = await startFaultProxy(suite, { host: '127.0.0.1', port: cluster.relayPort });
-    await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, logLevel: 'debug' });
+    await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, logLevel: 'debug', ...AGENT_METRICS_CONFIG });
     await startAgentWithMetrics(cluster);
     connectPort = (await cluster.connect('web')).port;
   }, 90_000);
