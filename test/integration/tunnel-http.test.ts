@@ -67,7 +67,13 @@ async function expectStreamsComplete(cluster: PortwayCluster, before: ReadonlySe
   const opened = (): string[] => relay.events('relay.stream.opened').map((e) => e.streamId as string).filter((id) => !before.has(id));
   await waitFor(() => opened().length >= count, { timeoutMs: LOG_TIMEOUT_MS, description: `${count} relay.stream.opened` });
   const ids = opened();
-  expect(ids).toHaveLength(count);
+  if (ids.length !== count) {
+    // Say what the extra streams were (a retried primed stream, a refusal ...), not just how many.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const notComplete = relay.events('relay.stream.closed').filter((e) => ids.includes(e.streamId as string) && e.outcome !== 'complete');
+    const agentSide = agent.events('agent.stream.refused').concat(agent.events('agent.stream.closed').filter((e) => e.outcome !== 'complete'));
+    throw new Error(`${ids.length} streams paired, expected ${count}; not complete at the relay: ${JSON.stringify(notComplete)}; agent: ${JSON.stringify(agentSide.slice(0, 5))}`);
+  }
   const wanted = new Set(ids);
   const closedIn = (events: Record<string, unknown>[]): Record<string, unknown>[] => events.filter((e) => wanted.has(e.streamId as string));
   await waitFor(() => closedIn(relay.events('relay.stream.closed')).length >= count && closedIn(agent.events('agent.stream.closed')).length >= count, {
