@@ -1,0 +1,191 @@
+/**
+ * Hostile input and slowloris on the relay port (docs/reliability.md, test plan C5/D1), against a real relay
+ * process with the test timer profile (TLS handshake deadline 3 s; production default 10 s), while a stream
+ * stays open through it and must still echo afterwards:
+ *   - 10,000 garbage inputs (random bytes, HTTP requests, whole TLS records of garbage): every connection
+ *     closed, each with exactly one coded `relay.connection.rejected` line, relay heap (after a full GC)
+ *     grows by at most 16 MiB;
+ *   - 1,000 connections that send nothing or trickle a ClientHello: each closed at the handshake deadline
+ *     (+1 s), and meanwhile the agent's control connection, reset, is back within 1 s of its attempt.
+ */
+import net from 'node:net';
+import type { ManagedProcess, PortwayCluster } from '../../devtools/portway-cluster';
+import { Disposer, type StartedFaultProxy, collectBytes, connectTcp, makeTempDir, startCluster, startEchoServer, startFaultProxy } from '../helpers';
+import { seededRandom } from '../helpers/chunking';
+import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, collectGarbage, eventsSince, gcNodeArgs, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
+
+const GARBAGE_INPUTS = 10_000;
+const GARBAGE_CONCURRENCY = 100;
+const SLOWLORIS = 1_000;
+const HANDSHAKE_TIMEOUT_MS = RELIABILITY_RELAY_CONFIG.timers.tlsHandshakeTimeoutMs;
+
+function figure(name: string, value: unknown): void {
+  process.stdout.write(`reliability.figure ${name} ${JSON.stringify(value)}\n`);
+}
+
+/** The i-th garbage input: random bytes, an HTTP request, or a whole TLS record (handshake type) of garbage. */
+function garbage(i: number, random: () => number): Buffer {
+  const length = 1 + Math.floor(random() * 512);
+  const bytes = Buffer.from(Array.from({ length }, () => Math.floor(random() * 256)));
+  if (i % 8 === 1) return Buffer.from(`GET /${bytes.toString('hex').slice(0, 40)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  if (i % 8 === 2) return Buffer.concat([Buffer.from([0x16, 0x03, 0x01, length >> 8, length & 0xff]), bytes]);
+  return bytes;
+}
+
+/** A loopback source address of its own for input `i`, so the relay's log line names the input it is about. */
+const sourceAddress = (i: number): string => `127.1.${i >> 8}.${(i & 0xff) + 0}`;
+
+/** Send `input`, resolve with ms from the write until the relay closed the connection (bounded). */
+function sendAndTimeClose(port: number, input: Buffer, localAddress: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress });
+    let sentAt = Date.now();
+    const timer = setTimeout(() => socket.destroy(), timeoutMs);
+    socket.on('connect', () => {
+      sentAt = Date.now();
+      socket.write(input);
+    });
+    socket.on('data', () => undefined);
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Date.now() - sentAt);
+    });
+  });
+}
+
+const percentile = (sorted: readonly number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
+
+describe('relay port under garbage and slowloris', () => {
+  const suite = new Disposer();
+  let cluster: PortwayCluster;
+  let proxy: StartedFaultProxy;
+  let relayMetrics: number;
+  let gcDir: string;
+  let longStream: { socket: net.Socket; received: ReturnType<typeof collectBytes> };
+
+  beforeAll(async () => {
+    const echo = await startEchoServer(suite);
+    gcDir = await makeTempDir(suite, 'portway-heap-');
+    cluster = await startCluster(suite, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_RELAY_CONFIG, relayNodeArgs: gcNodeArgs(gcDir) });
+    await (cluster.agent as ManagedProcess).stop();
+    proxy = await startFaultProxy(suite, { host: '127.0.0.1', port: cluster.relayPort });
+    await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, ...AGENT_METRICS_CONFIG });
+    await startAgentWithMetrics(cluster);
+    relayMetrics = relayMetricsPort(cluster.relay as ManagedProcess);
+    // A stream that stays open through everything below.
+    const connect = await cluster.connect('echo');
+    const socket = await connectTcp(suite, { host: '127.0.0.1', port: connect.port });
+    const received = collectBytes(socket);
+    socket.write('before\n');
+    await received.waitForLength(7, 15_000);
+    longStream = { socket, received };
+  }, 90_000);
+  afterAll(() => suite.run(), 30_000);
+
+  it(`${GARBAGE_INPUTS} garbage inputs: each closed with one coded log line, relay heap bounded, nothing else disturbed`, async () => {
+    const relay = cluster.relay as ManagedProcess;
+    await collectGarbage(relay, gcDir, relayMetrics);
+    const heapBefore = sample(await scrape(relayMetrics), 'portway_relay_nodejs_heap_size_used_bytes');
+    const from = relay.lines.length;
+    const random = seededRandom(6);
+    const closeMs: number[] = [];
+    let next = 0;
+    const started = Date.now();
+    await Promise.all(
+      Array.from({ length: GARBAGE_CONCURRENCY }, async () => {
+        while (next < GARBAGE_INPUTS) {
+          const i = next++;
+          closeMs.push(await sendAndTimeClose(cluster.relayPort, garbage(i, random), sourceAddress(i), HANDSHAKE_TIMEOUT_MS + 5_000));
+        }
+      }),
+    );
+    const elapsedMs = Date.now() - started;
+    // Let the last log lines arrive.
+    await new Promise((r) => setTimeout(r, 500));
+    const rejected = eventsSince(relay, 'relay.connection.rejected', from);
+    const byCode: Record<string, number> = {};
+    const perSource = new Map<string, number>();
+    for (const e of rejected) {
+      byCode[e.code as string] = (byCode[e.code as string] ?? 0) + 1;
+      const source = (e.remote as string).replace(/:\d+$/, '');
+      perSource.set(source, (perSource.get(source) ?? 0) + 1);
+    }
+    const notOne = Array.from({ length: GARBAGE_INPUTS }, (_, i) => sourceAddress(i)).filter((a) => perSource.get(a) !== 1);
+    await collectGarbage(relay, gcDir, relayMetrics);
+    const heapAfter = sample(await scrape(relayMetrics), 'portway_relay_nodejs_heap_size_used_bytes');
+    const sorted = [...closeMs].sort((a, b) => a - b);
+    const within1s = closeMs.filter((ms) => ms <= 1_000).length;
+    figure('garbage-relay-port', { inputs: GARBAGE_INPUTS, elapsedMs, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted.at(-1), within1s, byCode, heapGrowthBytes: heapAfter - heapBefore, otherLines: rejected.length - GARBAGE_INPUTS + notOne.length, notOne: notOne.slice(0, 5) });
+    expect(relay.child.exitCode).toBeNull();
+    // The stream opened before the flood still echoes.
+    longStream.socket.write('after\n');
+    expect((await longStream.received.waitForLength(13, 10_000)).toString()).toBe('before\nafter\n');
+    // Exactly one coded line per garbage connection.
+    expect(notOne).toEqual([]);
+    expect(sorted.at(-1)).toBeLessThanOrEqual(HANDSHAKE_TIMEOUT_MS + 1_000);
+    // Only an input that still looks like an unfinished TLS record waits for the handshake deadline.
+    expect(within1s).toBeGreaterThanOrEqual(GARBAGE_INPUTS * 0.99);
+    expect(heapAfter - heapBefore).toBeLessThanOrEqual(16 * 1024 * 1024);
+  }, 120_000);
+
+  it(`${SLOWLORIS} idle or trickling connections: each closed at the handshake deadline; the agent still connects within 1 s`, async () => {
+    const relay = cluster.relay as ManagedProcess;
+    const agent = cluster.agent as ManagedProcess;
+    const rssBefore = sample(await scrape(relayMetrics), 'portway_relay_process_resident_memory_bytes');
+    const hello = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    const lifetimes: Promise<number>[] = [];
+    const sockets: net.Socket[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    try {
+      for (let i = 0; i < SLOWLORIS; i++) {
+        lifetimes.push(
+          new Promise<number>((resolve) => {
+            const socket = net.connect({ host: '127.0.0.1', port: cluster.relayPort });
+            sockets.push(socket);
+            let openedAt = Date.now();
+            socket.on('connect', () => {
+              openedAt = Date.now();
+              if (i % 2 === 1) {
+                // Trickle: one byte of a ClientHello every 500 ms.
+                let sent = 0;
+                const timer = setInterval(() => {
+                  if (sent < hello.length && socket.writable) socket.write(hello.subarray(sent, ++sent));
+                }, 500);
+                timers.push(timer);
+                socket.once('close', () => clearInterval(timer));
+              }
+            });
+            socket.on('error', () => undefined);
+            socket.on('close', () => resolve(Date.now() - openedAt));
+          }),
+        );
+        if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20));
+      }
+      // Meanwhile: the agent's control connection is reset; its next attempt must get through quickly.
+      const scheduled = nextEventAt(agent, 'agent.reconnect.scheduled', 10_000);
+      const online = nextEventAt(agent, 'agent.control.online', 15_000);
+      proxy.proxy.resetConnections();
+      const s = (await scheduled).json;
+      const agentConnectMs = Date.parse((await online).json.time as string) - (Date.parse(s.time as string) + (s.delayMs as number));
+      const rssPeak = sample(await scrape(relayMetrics), 'portway_relay_process_resident_memory_bytes');
+      // And a user's stream is served during the attack (the reset above cut the streams on the agent's link).
+      const pipeStarted = Date.now();
+      const pipe = await cluster.runCli(['pipe', cluster.deviceName, 'echo'], { input: 'during\n', timeoutMs: 10_000 });
+      const pipeMs = Date.now() - pipeStarted;
+      const closed = await Promise.all(lifetimes);
+      const sorted = [...closed].sort((a, b) => a - b);
+      figure('slowloris-relay-port', { connections: SLOWLORIS, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS, minMs: sorted[0], p50Ms: percentile(sorted, 0.5), maxMs: sorted.at(-1), agentConnectMs, pipeMs, rssGrowthBytes: rssPeak - rssBefore });
+      expect(agentConnectMs).toBeLessThanOrEqual(1_000);
+      expect(pipe).toEqual({ code: 0, stdout: 'during\n', stderr: '' });
+      expect(sorted[0]).toBeGreaterThanOrEqual(HANDSHAKE_TIMEOUT_MS - 100);
+      expect(sorted.at(-1)).toBeLessThanOrEqual(HANDSHAKE_TIMEOUT_MS + 1_000);
+      expect(rssPeak - rssBefore).toBeLessThanOrEqual(64 * 1024 * 1024);
+      const timeouts = eventsSince(relay, 'relay.connection.rejected', 0).filter((e) => e.code === 'PW_HANDSHAKE_TIMEOUT').length;
+      expect(timeouts).toBeGreaterThanOrEqual(SLOWLORIS);
+    } finally {
+      for (const t of timers) clearInterval(t);
+      for (const s of sockets) s.destroy();
+    }
+  }, 60_000);
+});
