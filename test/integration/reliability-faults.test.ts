@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pseudoRandomBytes } from '../../devtools';
 import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
-import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
+import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, collectBytes, connectTcp, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
 import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
 
 function figure(name: string, value: unknown): void {
@@ -33,10 +33,12 @@ describe('reliability under faults', () => {
   beforeAll(async () => {
     const web = await startHttpServer(suite);
     const echo = await startEchoServer(suite);
+    const echo2 = await startEchoServer(suite);
     cluster = await startCluster(suite, {
       services: [
         { name: 'web', type: 'tcp', target: `127.0.0.1:${web.port}` },
         { name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` },
+        { name: 'echo2', type: 'tcp', target: `127.0.0.1:${echo2.port}` },
       ],
       relayConfig: RELIABILITY_RELAY_CONFIG,
       logLevel: 'debug',
@@ -96,12 +98,56 @@ describe('reliability under faults', () => {
     figure('relay-kill', { clientErrorMs, agentOnlineAfterRelayListeningMs: onlineAfterMs, backoffCapMs: FAST_AGENT_TIMERS.backoffCapMs });
   });
 
+  it('256 MiB through the fault proxy with latency 50 ± 20 ms, 1–16 KiB slices and bandwidth bursts arrive with the same SHA-256', async () => {
+    const bytes = 256 * 1024 * 1024;
+    proxy.proxy.setLatency('both', { latencyMs: 50, jitterMs: 20 });
+    proxy.proxy.setSlicer('both', { minBytes: 1024, maxBytes: 16 * 1024 });
+    // Bursts: the link alternates between 16 MB/s and unthrottled every 500 ms.
+    let throttled = false;
+    const bursts = setInterval(() => {
+      throttled = !throttled;
+      proxy.proxy.setBandwidth('both', throttled ? { bytesPerSecond: 16_000_000 } : null);
+    }, 500);
+    disposer.add(() => clearInterval(bursts));
+    const started = Date.now();
+    const big = download('faulty-256', bytes);
+    const result = await big.run;
+    const elapsedMs = Date.now() - started;
+    clearInterval(bursts);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
+    await expectIntact(big.file, 'faulty-256', bytes);
+    await fs.rm(big.file);
+    figure('integrity-256-mib', { bytes, elapsedMs, mbPerS: Math.round(bytes / 1e3 / elapsedMs) });
+  }, 120_000);
+
+  it('8 concurrent streams over 3 services, each with its own payload, never exchange a byte', async () => {
+    const echoPorts = { echo: (await cluster.connect('echo')).port, echo2: (await cluster.connect('echo2')).port };
+    const echoStream = async (service: 'echo' | 'echo2', seed: string): Promise<boolean> => {
+      const payload = pseudoRandomBytes(seed, 1024 * 1024);
+      const socket = await connectTcp(disposer, { host: '127.0.0.1', port: echoPorts[service] });
+      const received = collectBytes(socket);
+      socket.end(payload);
+      const back = await received.waitForLength(payload.length, 30_000);
+      return back.subarray(0, payload.length).equals(payload) && back.length === payload.length;
+    };
+    const downloads = ['mix-a', 'mix-b', 'mix-c'].map((seed) => ({ seed, ...download(seed, 4 * 1024 * 1024) }));
+    const echoes = await Promise.all([echoStream('echo', 'e1'), echoStream('echo', 'e2'), echoStream('echo', 'e3'), echoStream('echo2', 'f1'), echoStream('echo2', 'f2')]);
+    for (const d of downloads) {
+      expect((await d.run).code).toBe(0);
+      await expectIntact(d.file, d.seed, 4 * 1024 * 1024);
+    }
+    expect(echoes).toEqual([true, true, true, true, true]);
+    figure('multiplex-isolation', { streams: 8, services: 3 });
+  });
+
   it('agent SIGTERM mid-transfer drains it: the download completes intact and the agent exits 0', async () => {
-    const bytes = 6 * 1024 * 1024;
+    const bytes = 3 * 1024 * 1024;
     // About 1.5 s of transfer, inside the agent's close grace (FAST_AGENT_TIMERS.closeGraceMs).
-    const slow = download('drain', bytes, ['--limit-rate', '4M']);
-    await waitFor(async () => (await sizeOf(slow.file)) >= 512 * 1024, { timeoutMs: 15_000, intervalMs: 20, description: '512 KiB downloaded' });
+    const slow = download('drain', bytes, ['--limit-rate', '2M']);
+    await waitFor(async () => (await sizeOf(slow.file)) >= 256 * 1024, { timeoutMs: 15_000, intervalMs: 10, description: '256 KiB downloaded' });
     const at = await sizeOf(slow.file);
+    // The SIGTERM must land mid-transfer, or the test proves nothing.
+    expect(at).toBeLessThan(bytes / 2);
     const exit = await agent().stop('SIGTERM', 15_000);
     const result = await slow.run;
     await startAgentWithMetrics(cluster);
