@@ -9,7 +9,7 @@ import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtool
 
 /** Relay timers and a loopback metrics endpoint on a free port (read back from relay.started). */
 export const RELIABILITY_RELAY_CONFIG = {
-  timers: { tlsHandshakeTimeoutMs: 3_000, firstFrameTimeoutMs: 3_000, dialTimeoutMs: 5_000, streamCloseGraceMs: 5_000, mqttConnectTimeoutMs: 3_000 },
+  timers: { tlsHandshakeTimeoutMs: 3_000, firstFrameTimeoutMs: 3_000, dialTimeoutMs: 5_000, streamCloseGraceMs: 5_000, mqttConnectTimeoutMs: 3_000, httpRequestTimeoutMs: 3_000 },
   metricsListen: { host: '127.0.0.1', port: 0 },
 };
 

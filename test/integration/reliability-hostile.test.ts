@@ -8,7 +8,10 @@
  *   - 1,000 connections that send nothing or trickle a ClientHello: each closed at the handshake deadline
  *     (+1 s), and meanwhile the agent's control connection, reset, is back within 1 s of its attempt.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
 import type { ManagedProcess, PortwayCluster } from '../../devtools/portway-cluster';
 import { Disposer, type StartedFaultProxy, collectBytes, connectTcp, makeTempDir, startCluster, startEchoServer, startFaultProxy } from '../helpers';
 import { seededRandom } from '../helpers/chunking';
@@ -17,6 +20,7 @@ import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, collectGarbage, eventsS
 const GARBAGE_INPUTS = 10_000;
 const GARBAGE_CONCURRENCY = 100;
 const SLOWLORIS = 1_000;
+const PER_ALPN = 300;
 const HANDSHAKE_TIMEOUT_MS = RELIABILITY_RELAY_CONFIG.timers.tlsHandshakeTimeoutMs;
 
 function figure(name: string, value: unknown): void {
@@ -188,4 +192,59 @@ describe('relay port under garbage and slowloris', () => {
       for (const s of sockets) s.destroy();
     }
   }, 60_000);
+
+  /**
+   * Open `count` TLS connections with `alpn` that send nothing after the handshake; resolve with how long after
+   * its handshake each was closed by the relay (Infinity: still open after `waitMs`, then destroyed).
+   */
+  async function quietTls(alpn: string, cert: { key: Buffer; cert: Buffer } | undefined, count: number, waitMs: number): Promise<number[]> {
+    return Promise.all(
+      Array.from({ length: count }, () =>
+        new Promise<number>((resolve) => {
+          const socket = tls.connect({ host: '127.0.0.1', port: cluster.relayPort, ALPNProtocols: [alpn], rejectUnauthorized: false, ...(cert ?? {}) });
+          let handshakeAt = 0;
+          const timer = setTimeout(() => {
+            resolve(Infinity);
+            socket.destroy();
+          }, waitMs);
+          socket.on('secureConnect', () => (handshakeAt = Date.now()));
+          socket.on('data', () => undefined);
+          socket.on('error', () => undefined);
+          socket.on('close', () => {
+            clearTimeout(timer);
+            resolve(handshakeAt === 0 ? -1 : Date.now() - handshakeAt);
+          });
+        }),
+      ),
+    );
+  }
+
+  const summary = (lifetimes: readonly number[], deadlineMs: number) => {
+    const sorted = [...lifetimes].sort((a, b) => a - b);
+    return { minMs: sorted[0], maxMs: sorted.at(-1), notHandshaken: sorted.filter((ms) => ms < 0).length, beforeDeadline: sorted.filter((ms) => ms >= 0 && ms < deadlineMs - 100).length };
+  };
+
+  it(`${PER_ALPN} quiet connections on the MQTT and data ALPNs are closed by the CONNECT / first-frame deadline`, async () => {
+    const state = path.join(cluster.dir, 'agent-state');
+    const device = { key: readFileSync(path.join(state, 'device.key')), cert: readFileSync(path.join(state, 'device.crt')) };
+    const timers = RELIABILITY_RELAY_CONFIG.timers;
+    // MQTT without a client certificate is closed at once, so that quiet client holds a device certificate.
+    const mqtt = summary(await quietTls('mqtt', device, PER_ALPN, timers.mqttConnectTimeoutMs + 5_000), timers.mqttConnectTimeoutMs);
+    const data = summary(await quietTls('portway-data/1', undefined, PER_ALPN, timers.firstFrameTimeoutMs + 5_000), timers.firstFrameTimeoutMs);
+    figure('slowloris-per-alpn', { perAlpn: PER_ALPN, deadlinesMs: { mqtt: timers.mqttConnectTimeoutMs, data: timers.firstFrameTimeoutMs }, mqtt, data });
+    expect({ notHandshaken: mqtt.notHandshaken, closedBy: (mqtt.maxMs as number) <= timers.mqttConnectTimeoutMs + 1_000 }).toEqual({ notHandshaken: 0, closedBy: true });
+    expect({ notHandshaken: data.notHandshaken, early: data.beforeDeadline, closedBy: (data.maxMs as number) <= timers.firstFrameTimeoutMs + 1_000 }).toEqual({ notHandshaken: 0, early: 0, closedBy: true });
+    // The real agent, holding the same certificate, is still online.
+    expect((await cluster.runCli(['pipe', cluster.deviceName, 'echo'], { input: 'ok\n', timeoutMs: 10_000 })).stdout).toBe('ok\n');
+  }, 60_000);
+
+  // KNOWN FAILURE (docs/reliability.md, "Needs fixing"): the HTTP API has no deadline for a connection that never
+  // sends a request; httpRequestTimeoutMs starts with a request. Quiet TLS connections on http/1.1 stayed open
+  // about 112 s. When relay/src/api/http-api.ts closes them, this test fails as .failing and becomes a plain it().
+  it.failing(`${PER_ALPN} quiet connections on the HTTP API ALPN are closed by httpRequestTimeoutMs`, async () => {
+    const deadlineMs = RELIABILITY_RELAY_CONFIG.timers.httpRequestTimeoutMs;
+    const http = summary(await quietTls('http/1.1', undefined, PER_ALPN, deadlineMs + 2_000), deadlineMs);
+    figure('slowloris-http-alpn', { perAlpn: PER_ALPN, deadlineMs, http });
+    expect({ notHandshaken: http.notHandshaken, closedBy: (http.maxMs as number) <= deadlineMs + 1_000 }).toEqual({ notHandshaken: 0, closedBy: true });
+  }, 30_000);
 });
