@@ -9,9 +9,9 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { pseudoRandomBytes } from '../../devtools';
+import { FaultProxy, pseudoRandomBytes } from '../../devtools';
 import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
-import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, collectBytes, connectTcp, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
+import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, collectBytes, connectTcp, findFreePort, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
 import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
 
 function figure(name: string, value: unknown): void {
@@ -197,6 +197,32 @@ describe('reliability under faults', () => {
     expect(scheduled.length).toBeLessThanOrEqual(25);
     await agent().waitForLine((l) => isEvent('agent.control.online')(l) && agent().lines.indexOf(l) > from + scheduled.length, 15_000, 'online again');
     figure('accept-then-close', { windowMs: 10_000, attempts: scheduled.length, reachedRelay: onlines, lastAttempt: attempts.at(-1) });
+  });
+
+  it('agent started with no network (relay unreachable): online within 5 s of the link coming up', async () => {
+    await agent().stop();
+    const port = await findFreePort();
+    await cluster.writeAgentConfig({ relay: `127.0.0.1:${port}`, logLevel: 'debug', ...AGENT_METRICS_CONFIG });
+    const proc = cluster.spawnCli(['agent', '--config', cluster.agentConfigFile]);
+    cluster.agent = proc;
+    const link = new FaultProxy({ listen: { host: '127.0.0.1', port }, upstream: { host: '127.0.0.1', port: cluster.relayPort } });
+    disposer.add(() => link.stop());
+    try {
+      // Down for 6 s: connection refused, again and again, while the backoff grows to its cap.
+      await new Promise((r) => setTimeout(r, 6_000));
+      const failedAttempts = eventsSince(proc, 'agent.reconnect.scheduled', 0).length;
+      const online = nextEventAt(proc, 'agent.control.online', 15_000);
+      await link.start();
+      const upAt = Date.now();
+      const onlineAfterMs = (await online).at - upAt;
+      figure('no-network-at-start', { downMs: 6_000, failedAttempts, onlineAfterLinkMs: onlineAfterMs, backoffCapMs: FAST_AGENT_TIMERS.backoffCapMs });
+      expect(failedAttempts).toBeGreaterThanOrEqual(3);
+      expect(onlineAfterMs).toBeLessThanOrEqual(5_000);
+    } finally {
+      await proc.stop();
+      await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, logLevel: 'debug', ...AGENT_METRICS_CONFIG });
+      await startAgentWithMetrics(cluster);
+    }
   });
 
   it('no secret (user token, enroll key, device private key) in any debug log line or command line', async () => {
