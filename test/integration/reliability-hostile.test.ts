@@ -247,4 +247,72 @@ describe('relay port under garbage and slowloris', () => {
     figure('slowloris-http-alpn', { perAlpn: PER_ALPN, deadlineMs, http });
     expect({ notHandshaken: http.notHandshaken, closedBy: (http.maxMs as number) <= deadlineMs + 1_000 }).toEqual({ notHandshaken: 0, closedBy: true });
   }, 30_000);
+
+  it('a canary sent 1,000 times through 100 streams never appears in the bytes the relay exchanges with the agent, nor in its logs', async () => {
+    const canary = Buffer.from('7c1f0e5a9b3d2c4e6f8a0b1c2d3e4f5a', 'hex').toString('base64url') + 'CANARY';
+    const needle = Buffer.from(canary);
+    // A tap on the agent's link: every byte the relay sends to or receives from the agent passes through it.
+    const counts = { tapped: 0, seen: 0 };
+    const scanner = (into = counts) => {
+      let carry = Buffer.alloc(0);
+      return (chunk: Buffer): void => {
+        into.tapped += chunk.length;
+        const window = Buffer.concat([carry, chunk]);
+        if (window.includes(needle)) into.seen++;
+        carry = window.subarray(Math.max(0, window.length - needle.length + 1));
+      };
+    };
+    // The scanner finds a canary split across chunks (else this test could not fail).
+    const check = { tapped: 0, seen: 0 };
+    const scan = scanner(check);
+    for (const piece of [Buffer.from(`xx${canary.slice(0, 7)}`), Buffer.from(canary.slice(7, 9)), Buffer.from(`${canary.slice(9)}yy`)]) scan(piece);
+    expect(check.seen).toBe(1);
+    const tap = net.createServer((inbound) => {
+      const outbound = net.connect({ host: '127.0.0.1', port: cluster.relayPort });
+      const scanIn = scanner();
+      const scanOut = scanner();
+      inbound.on('data', (c: Buffer) => scanIn(c));
+      outbound.on('data', (c: Buffer) => scanOut(c));
+      inbound.pipe(outbound).pipe(inbound);
+      inbound.on('error', () => outbound.destroy());
+      outbound.on('error', () => inbound.destroy());
+      inbound.on('close', () => outbound.destroy());
+      outbound.on('close', () => inbound.destroy());
+    });
+    await new Promise<void>((resolve) => tap.listen(0, '127.0.0.1', resolve));
+    const tapPort = (tap.address() as net.AddressInfo).port;
+    try {
+      await (cluster.agent as ManagedProcess).stop();
+      await cluster.writeAgentConfig({ relay: `127.0.0.1:${tapPort}`, ...AGENT_METRICS_CONFIG });
+      await startAgentWithMetrics(cluster);
+      const relay = cluster.relay as ManagedProcess;
+      const from = relay.lines.length;
+      const connect = await cluster.connect('echo');
+      let next = 0;
+      const stream = async (): Promise<void> => {
+        const socket = net.connect({ host: '127.0.0.1', port: connect.port });
+        const received = collectBytes(socket);
+        socket.on('error', () => undefined);
+        for (let i = 0; i < 10; i++) socket.write(`${canary}\n`);
+        socket.end();
+        const back = await received.waitForLength(10 * (canary.length + 1), 20_000);
+        expect(back.toString()).toBe(`${canary}\n`.repeat(10));
+      };
+      await Promise.all(
+        Array.from({ length: 10 }, async () => {
+          while (next < 100) {
+            next++;
+            await stream();
+          }
+        }),
+      );
+      const relayText = relay.lines.slice(from).join('\n') + relay.stderr;
+      figure('canary', { streams: 100, sends: 1_000, tappedBytes: counts.tapped, seenOnLink: counts.seen, inRelayLogs: relayText.includes(canary) });
+      expect(counts.tapped).toBeGreaterThan(1_000 * needle.length);
+      expect({ seenOnLink: counts.seen, inRelayLogs: relayText.includes(canary) }).toEqual({ seenOnLink: 0, inRelayLogs: false });
+    } finally {
+      await (cluster.agent as ManagedProcess).stop();
+      tap.close();
+    }
+  }, 90_000);
 });
