@@ -7,6 +7,7 @@
  * logs or command lines. Figures are printed as `reliability.figure` lines for docs/reliability.md.
  */
 import { createHash } from 'node:crypto';
+import net from 'node:net';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { FaultProxy, pseudoRandomBytes } from '../../devtools';
@@ -223,6 +224,26 @@ describe('reliability under faults', () => {
       await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, logLevel: 'debug', ...AGENT_METRICS_CONFIG });
       await startAgentWithMetrics(cluster);
     }
+  });
+
+  it('services off the allow-list (addresses, ../, look-alike Unicode, case) are refused with a code and zero connect() calls', async () => {
+    let accepts = 0;
+    const canary = net.createServer((socket) => {
+      accepts++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => canary.listen(0, '127.0.0.1', resolve));
+    disposer.add(() => new Promise<void>((resolve) => canary.close(() => resolve())));
+    const port = (canary.address() as net.AddressInfo).port;
+    const names = [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, String(port), '../echo', 'echo/../web', 'ech\u043e', '\uff45cho', 'ECHO', 'echo ', ' echo', 'e'.repeat(300), '%2e%2e%2fecho'];
+    const outcomes: Record<string, string> = {};
+    for (const name of names) {
+      const result = await cluster.runCli(['pipe', cluster.deviceName, name], { input: 'x\n', timeoutMs: 20_000 });
+      outcomes[JSON.stringify(name).slice(0, 24)] = `${String(result.code)} ${/PW_[A-Z_]+/.exec(result.stderr)?.[0] ?? result.stderr.slice(0, 60)}`;
+      expect({ name, code: result.code, coded: /^portway: PW_[A-Z_]+: /.test(result.stderr), stdout: result.stdout }).toEqual({ name, code: 1, coded: true, stdout: '' });
+    }
+    figure('allow-list', { names: names.length, canaryAccepts: accepts, outcomes });
+    expect(accepts).toBe(0);
   });
 
   it('no secret (user token, enroll key, device private key) in any debug log line or command line', async () => {
