@@ -162,6 +162,20 @@ describe('leaks: stream churn and reconnect churn', () => {
     expect((await cluster.runCli(['pipe', cluster.deviceName, 'echo'], { input: 'still here\n' })).stdout).toBe('still here\n');
   }, 120_000);
 
+  it('the idle agent writes under 1 MiB per hour to disk (write_bytes over 20 s, extrapolated)', async () => {
+    const agent = cluster.agent as ManagedProcess;
+    const io = async (): Promise<number> => Number(/^write_bytes: (\d+)$/m.exec(await fs.readFile(`/proc/${String(agent.child.pid)}/io`, 'utf8'))?.[1]);
+    const logBytes = (): number => agent.lines.reduce((n, l) => n + l.length + 1, 0);
+    const before = { disk: await io(), log: logBytes() };
+    const windowMs = 20_000;
+    await new Promise((r) => setTimeout(r, windowMs));
+    const perHour = (bytes: number): number => Math.round((bytes * 3_600_000) / windowMs);
+    const disk = perHour((await io()) - before.disk);
+    const log = perHour(logBytes() - before.log);
+    figure('idle-agent-writes', { windowMs, diskBytesPerHour: disk, infoLogBytesPerHour: log });
+    expect(disk).toBeLessThan(1024 * 1024);
+  }, 40_000);
+
   it('the agent metrics endpoint refuses a non-loopback address (PW_CONFIG_INVALID, exit 78)', async () => {
     const disposer = new Disposer();
     try {
