@@ -246,7 +246,7 @@ describe('reliability under faults', () => {
     expect(accepts).toBe(0);
   });
 
-  it('no secret (user token, enroll key, device private key) in any debug log line or command line', async () => {
+  it('no secret (user token, enroll key, device private key) in any debug log line, metrics text or command line', async () => {
     const keyPem = await fs.readFile(path.join(cluster.dir, 'agent-state', 'device.key'), 'utf8');
     const keyBody = keyPem.split('\n').filter((l) => l !== '' && !l.startsWith('-----')).slice(0, 2).join('');
     expect(keyBody.length).toBeGreaterThan(40);
@@ -254,7 +254,10 @@ describe('reliability under faults', () => {
     // A stream at debug level, so per-message debug lines exist.
     expect((await cluster.runCli(['pipe', cluster.deviceName, 'echo'], { input: 'x\n' })).code).toBe(0);
     const procs = [...cluster.children];
-    const text = procs.map((p) => `${p.lines.join('\n')}\n${p.stderr}`).join('\n');
+    const agentMetricsPort = (JSON.parse(agent().lines.find(isEvent('agent.metrics.listening')) as string) as { metrics: { port: number } }).metrics.port;
+    const metricsText = [...(await scrape(relayMetricsPort(cluster.relay as ManagedProcess))).keys(), ...(await scrape(agentMetricsPort)).keys()].join('\n');
+    expect(metricsText).toContain('portway_agent_streams_open');
+    const text = procs.map((p) => `${p.lines.join('\n')}\n${p.stderr}`).join('\n') + metricsText;
     const cmdlines = await Promise.all(procs.map((p) => fs.readFile(`/proc/${String(p.child.pid)}/cmdline`, 'utf8')));
     const debugLines = procs.reduce((n, p) => n + p.lines.filter((l) => l.includes('"level":20')).length, 0);
     expect(debugLines).toBeGreaterThan(0);
