@@ -8,6 +8,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { ALPN_DATA, PortwayError } from '../protocol';
+import { checkRelayCertAt, type RelayCertCheck } from './relay-cert-at';
 import { isIpLiteral, relayTlsError } from './relay-trust';
 import { HandoffCarrier } from './tls-handoff';
 import type { TlsSessionCache } from './tls-session-cache';
@@ -25,6 +26,8 @@ export interface RelaySocketOptions {
   readonly timeoutMs: number;
   readonly sessions?: TlsSessionCache;
   readonly signal?: AbortSignal;
+  /** Agents whose clock is not known yet: check the relay certificate at this time instead (relay-cert-at.ts). */
+  readonly certCheck?: () => RelayCertCheck | undefined;
 }
 
 export function connectRelayDataSocket(options: RelaySocketOptions): Promise<RelaySocket> {
@@ -35,12 +38,15 @@ export function connectRelayDataSocket(options: RelaySocketOptions): Promise<Rel
       // Reported through the TLS socket.
     });
     const carrier = new HandoffCarrier(raw);
+    const certCheck = options.certCheck?.();
     const socket = tls.connect({
+      ...(certCheck ? { rejectUnauthorized: false } : {}),
       socket: carrier,
       secureContext: options.secureContext,
       servername: isIpLiteral(options.host) ? undefined : options.host,
       ALPNProtocols: [ALPN_DATA],
-      session: options.sessions?.take(),
+      // No resumption while the clock is unknown: the check below reads the relay's certificate from a full handshake.
+      session: certCheck ? undefined : options.sessions?.take(),
     });
     options.sessions?.watch(socket);
     const onAbort = (): void => fail(new PortwayError('PW_SHUTTING_DOWN'));
@@ -59,6 +65,8 @@ export function connectRelayDataSocket(options: RelaySocketOptions): Promise<Rel
     };
     socket.on('error', onError);
     socket.once('secureConnect', () => {
+      const refused = certCheck ? checkRelayCertAt(socket, options.host, certCheck) : undefined;
+      if (refused) return fail(refused);
       settle();
       socket.on('error', () => {
         // From here the owner of the socket (a stream, a pool) reports failures through 'close'.

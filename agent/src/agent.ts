@@ -13,6 +13,7 @@ import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
 import { ControlChannel } from './control/control-channel';
 import { installRenewedCert } from './control/renewed-cert';
+import { TimeFloor } from './clock/time-floor';
 import { awaitStreamOpen, connectDataSocket, type DataSocket, type DataSocketTarget } from './data-socket';
 import { loadOrCreateIdentity, type DeviceIdentity } from './identity';
 import { SerialServices } from './streams/serial-services';
@@ -49,6 +50,7 @@ export class Agent {
   private poolRetryTimer: NodeJS.Timeout | undefined;
   private poolExpiryTimer: NodeJS.Timeout | undefined;
   private telemetry: TelemetryReporter | undefined;
+  private timeFloor: TimeFloor | undefined;
 
   constructor(
     /** `vcgencmd`: its path when it is on PATH (main.ts looks), for the Pi's throttling state. */
@@ -82,13 +84,19 @@ export class Agent {
     const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
     this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
     this.caX509 = new X509Certificate(caPem);
-    this.target = { host: relay.host, port: relay.port, secureContext: outerContext, sessions: new TlsSessionCache(), gate: new ConcurrencyGate(DATA_SOCKET_HANDSHAKES, this.config.maxStreams) };
+    const timeFloor = new TimeFloor({ log: log.child({ component: 'clock' }), now: this.now }, { stateDir: this.config.stateDir, relayCaPem });
+    await timeFloor.load(certPem);
+    timeFloor.start();
+    this.timeFloor = timeFloor;
+    this.target = {
+      host: relay.host, port: relay.port, secureContext: outerContext, sessions: new TlsSessionCache(), gate: new ConcurrencyGate(DATA_SOCKET_HANDSHAKES, this.config.maxStreams), certCheck: timeFloor.certCheck,
+    };
     // Serial paths are checked first, so the first services list already says which ports are missing.
     await this.serial.start(() => this.control?.updateServices(this.serial.describe(this.config.services)));
     const services: ServiceInfo[] = this.serial.describe(this.config.services);
     this.control = new ControlChannel(
       { log: log.child({ component: 'control' }), now: this.now },
-      { host: relay.host, port: relay.port, deviceId, secureContext: outerContext, services, version: AGENT_VERSION, timers: this.config.timers },
+      { host: relay.host, port: relay.port, deviceId, secureContext: outerContext, services, version: AGENT_VERSION, timers: this.config.timers, certCheck: timeFloor.certCheck },
     );
     this.control.on('command', (cmd) => this.onCommand(cmd));
     this.control.on('offline', () => this.dropPool());
@@ -112,6 +120,7 @@ export class Agent {
     if (this.poolExpiryTimer) clearTimeout(this.poolExpiryTimer);
     this.dropPool();
     this.telemetry?.stop();
+    this.timeFloor?.stop();
     await this.control?.stop();
     await this.serial.stop();
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
@@ -127,6 +136,8 @@ export class Agent {
   }
 
   private readonly now = (): number => (this.deps.now ?? Date.now)();
+  /** Certificates are checked at the system time, or at the time floor while the clock reads earlier (clock/time-floor.ts). */
+  private readonly checkTime = (): number => Math.max(this.now(), this.timeFloor?.floor ?? 0);
 
   /** Enrollment needs the relay; without network at boot keep trying with backoff, never exit. */
   private async enrollWithRetry(relay: { host: string; port: number }): Promise<DeviceIdentity> {
@@ -177,6 +188,7 @@ export class Agent {
     try {
       const installed = await installRenewedCert({ certPem: cmd.certificate, deviceId: identity.deviceId, keyPem: identity.keyPem, caPem: identity.caPem, stateDir: this.config.stateDir, now: this.now() });
       this.identity = { ...identity, certPem: cmd.certificate };
+      this.timeFloor?.raiseTo(cmd.certificate);
       const outerContext = tls.createSecureContext({ key: identity.keyPem, cert: cmd.certificate, ca: identity.relayCaPem, ...tlsCipherOptions() });
       this.innerContext = tls.createSecureContext({ key: identity.keyPem, cert: cmd.certificate, ca: identity.caPem, ...tlsCipherOptions() });
       this.target = { ...this.target, secureContext: outerContext, sessions: new TlsSessionCache() };
@@ -258,7 +270,7 @@ export class Agent {
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, ownerKeys: this.identity?.ownerKeys, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, ownerKeys: this.identity?.ownerKeys, now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

@@ -7,6 +7,7 @@
 import type tls from 'node:tls';
 import { encodeFrame, encodePreamble, FrameType, MAX_FRAME_BYTES, PortwayError, streamOpenSchema, type AgentHello, type StreamOpen } from '../../protocol';
 import { readFrame } from '../../shared/read-frame';
+import type { RelayCertCheck } from '../../shared/relay-cert-at';
 import { connectRelayDataSocket, type RelaySocket } from '../../shared/relay-data-socket';
 import type { ConcurrencyGate } from '../../shared/concurrency-gate';
 import type { TlsSessionCache } from '../../shared/tls-session-cache';
@@ -19,6 +20,8 @@ export interface DataSocketTarget {
   readonly sessions?: TlsSessionCache;
   /** Bounds concurrent handshakes (bursts of dials). */
   readonly gate?: ConcurrencyGate;
+  /** While the clock is not known: check the relay certificate at the time floor (clock/time-floor.ts). */
+  readonly certCheck?: () => RelayCertCheck | undefined;
 }
 
 /** A data socket: the TLS session with the relay, and the TCP connection under it (reset when a stream is cut). */
@@ -34,7 +37,7 @@ export async function connectDataSocket(target: DataSocketTarget, hello: AgentHe
 }
 
 async function handshake(target: DataSocketTarget, hello: AgentHello, timeoutMs: number, signal: AbortSignal): Promise<DataSocket> {
-  const socket = await connectRelayDataSocket({ host: target.host, port: target.port, secureContext: target.secureContext, sessions: target.sessions, timeoutMs, signal });
+  const socket = await connectRelayDataSocket({ host: target.host, port: target.port, secureContext: target.secureContext, sessions: target.sessions, timeoutMs, signal, certCheck: target.certCheck });
   socket.raw.setKeepAlive(true, 15_000);
   socket.tls.write(Buffer.concat([encodePreamble(), encodeFrame(FrameType.AGENT_HELLO, hello)]));
   return socket;

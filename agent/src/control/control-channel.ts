@@ -11,6 +11,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { ALPN_MQTT, commandEnvelopeSchema, deviceCommandSchema, deviceTopic, PortwayError, type DeviceCommand, type DeviceTelemetry, type ServiceInfo } from '../../../protocol';
 import { Backoff } from '../../../shared/backoff';
 import type { Logger } from '../../../shared/logger';
+import { checkRelayCertAt, type RelayCertCheck } from '../../../shared/relay-cert-at';
 import { isIpLiteral } from '../../../shared/relay-trust';
 import type { AgentTimers } from '../config';
 
@@ -40,6 +41,8 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       services: readonly ServiceInfo[];
       version: string;
       timers: AgentTimers;
+      /** While the clock is not known: check the relay certificate at the time floor (clock/time-floor.ts). */
+      certCheck?: () => RelayCertCheck | undefined;
     },
   ) {
     super();
@@ -110,7 +113,9 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
     this.session = randomBytes(6).toString('hex');
     const { host, port, deviceId } = this.options;
     const statusTopic = deviceTopic(deviceId, 'status');
+    const certCheck = this.options.certCheck?.();
     const client = mqtt.connect({
+      ...(certCheck ? { rejectUnauthorized: false } : {}),
       protocol: 'mqtts',
       host,
       port,
@@ -129,6 +134,7 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
       will: { topic: statusTopic, payload: Buffer.from(JSON.stringify({ online: false, session: this.session })), qos: 1, retain: true },
     } as mqtt.IClientOptions);
     this.client = client;
+    if (certCheck) this.checkRelayAt(client, certCheck);
     client.on('connect', () => {
       if (this.client !== client) return;
       this.state = 'online';
@@ -151,6 +157,21 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
         this.emit('offline');
       }
       this.scheduleReconnect();
+    });
+  }
+
+  /** The clock is not known: OpenSSL's verdict is not used; the relay's certificate is checked at the floor before anything is read. */
+  private checkRelayAt(client: MqttClient, check: RelayCertCheck): void {
+    const stream = (client as unknown as { stream?: tls.TLSSocket }).stream;
+    if (!stream) {
+      client.end(true);
+      return;
+    }
+    stream.once('secureConnect', () => {
+      const refused = checkRelayCertAt(stream, this.options.host, check);
+      if (!refused) return;
+      this.deps.log.warn({ code: refused.code, reason: refused.message }, 'agent.control.relay_refused');
+      stream.destroy();
     });
   }
 

@@ -30,6 +30,8 @@ export async function runStream(
     log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions; serial: Omit<SerialStreamDeps, 'log'>;
     /** A claimed device's pinned owner keys (SPKI SHA-256): any other user key is refused. */
     ownerKeys?: ReadonlySet<string>;
+    /** The time to check the user's certificate at: the system clock, or the time floor while the clock is not known (clock/time-floor.ts). */
+    now?: () => number;
   },
   dataSocket: DataSocket,
   open: StreamOpen,
@@ -79,7 +81,7 @@ export async function runStream(
     return undefined;
   };
 
-  const peer = verifyPeerCert(inner, deps.ca);
+  const peer = verifyPeerCert(inner, deps.ca, deps.now?.());
   if (!peer.ok) return fail(new PortwayError('PW_E2E_PEER_MISMATCH', `end-to-end client certificate rejected: ${peer.reason}`));
   if (certFingerprint(peer.raw) !== open.user.certFingerprint) {
     return fail(new PortwayError('PW_E2E_PEER_MISMATCH', 'the end-to-end client is not the user the relay announced'));
