@@ -245,11 +245,11 @@ describe('relay under hostile input', () => {
       await expectDataRefusal(Buffer.concat([preamble, encodeFrame(FrameType.AGENT_HELLO, { kind: 'pool' })]), 'PW_CLIENT_CERT_REQUIRED');
     });
 
-    it('a look-alike user certificate from another CA: PW_CLIENT_CERT_REQUIRED', async () => {
+    it('a look-alike user certificate from another CA: PW_CERT_UNTRUSTED', async () => {
       const foreign = CertificateAuthority.create({ commonName: 'Portway relay CA' });
       const keys = generateKeyPair();
       const cert = foreign.issueUserCert({ userId: user.userId, name: 'alice', publicKeySpkiDer: keys.publicKeySpkiDer, validityMs: 3_600_000 });
-      await expectDataRefusal(Buffer.concat([preamble, clientOpen]), 'PW_CLIENT_CERT_REQUIRED', { key: keys.privateKeyPem, cert });
+      await expectDataRefusal(Buffer.concat([preamble, clientOpen]), 'PW_CERT_UNTRUSTED', { key: keys.privateKeyPem, cert });
     });
 
     it('oversized frame header before authentication: PW_FRAME_TOO_LARGE, nothing buffered', async () => {
