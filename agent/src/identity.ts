@@ -1,10 +1,11 @@
 /**
  * The device's identity in its state directory:
  *   device.key (0600)  P-256 private key, made on first start, never sent anywhere
- *   device.crt         certificate from the relay (after enrollment)
+ *   device.crt         certificate from the relay (after enrollment; replaced when the relay renews it: control/renewed-cert.ts)
  *   ca.crt             the relay CA (verifies users in end-to-end sessions)
  *   relay-ca.crt       the CA that verifies the relay's TLS certificate (from caFile or the pinned fingerprint)
  *   device.json        { deviceId }
+ *   time-floor.json    a time known to have passed, for boards without a real-time clock (clock/time-floor.ts)
  *   claim.json, owners.json   claiming (claim/claim-state.ts): the pending claim, the owner keys pinned at claim time
  * Writes are atomic (temp file, fsync, rename, fsync the directory), so a power cut leaves the old or the new file.
  */
