@@ -75,7 +75,7 @@ describe('sharing and tokens through the CLI', () => {
     const bob = await loginAs(cluster, disposer, bobToken);
 
     expect(await devicesOf(cluster, bob)).toEqual([]);
-    await expectRefused(cluster, bob, 'echo1', 'portway: PW_NOT_AUTHORIZED: not authorized to reach "pi1"');
+    await expectRefused(cluster, bob, 'echo1', 'portway: PW_UNKNOWN_DEVICE: no device named "pi1"');
     expect(await runAs(cluster, bob, ['share', 'pi1', 'alice'])).toMatchObject({ code: EXIT_FAILURE, stderr: 'portway: PW_UNKNOWN_DEVICE: no device named "pi1"\n' });
 
     expect(await mustRunAs(cluster, undefined, ['share', 'pi1', 'bob', '--service', 'echo1'])).toBe('shared pi1 with bob: echo1\n');
@@ -90,7 +90,7 @@ describe('sharing and tokens through the CLI', () => {
     expect(JSON.parse(await mustRunAs(cluster, bob, ['shares', '--json']))).toEqual(shares);
 
     expect(await mustRunAs(cluster, undefined, ['unshare', 'pi1', 'bob'])).toBe('pi1 is no longer shared with bob\n');
-    await expectRefused(cluster, bob, 'echo1', 'portway: PW_NOT_AUTHORIZED: not authorized to reach "pi1"');
+    await expectRefused(cluster, bob, 'echo1', 'portway: PW_UNKNOWN_DEVICE: no device named "pi1"');
     expect(await devicesOf(cluster, bob)).toEqual([]);
     expect(await runAs(cluster, undefined, ['unshare', 'pi1', 'bob'])).toMatchObject({ code: EXIT_FAILURE, stderr: 'portway: PW_NOT_FOUND: pi1 is not shared with bob\n' });
     // Alice is no admin: the audit log is not hers to read. An admin reads it with `portway audit`.

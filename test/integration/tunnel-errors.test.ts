@@ -136,16 +136,16 @@ describe('user-facing stream errors through the CLI', () => {
     expect(refused.filter((e) => e.code === 'PW_SERVICE_REFUSED')).toHaveLength(2);
   });
 
-  it("another user trying alice's device: PW_NOT_AUTHORIZED", async () => {
+  it("another user trying alice's device: the same PW_UNKNOWN_DEVICE as a device that does not exist", async () => {
     const bobToken = (await cluster.mustRun(['relay', 'user', 'add', 'bob', '--data', cluster.relayDir])).stdout.trim();
     const bobHome = await makeTempDir(disposer, 'portway-bob-');
     const asBob = (args: readonly string[]): Promise<CliResult> => runCliWithEnv(cluster, args, { XDG_CONFIG_HOME: bobHome });
     const login = await asBob(['login', '--relay', cluster.relayAddress, '--token', bobToken, '--fingerprint', cluster.caFingerprint]);
     expect(login.code).toBe(0);
-    await expectStreamFailure(asBob, 'pi1', 'web', 'portway: PW_NOT_AUTHORIZED: not authorized to reach "pi1"');
+    await expectStreamFailure(asBob, 'pi1', 'web', 'portway: PW_UNKNOWN_DEVICE: no device named "pi1"');
     // The device ID is no way around it either.
     const deviceId = JSON.parse(await fs.readFile(path.join(cluster.dir, 'agent-state', 'device.json'), 'utf8')) as { deviceId: string };
-    await expectStreamFailure(asBob, deviceId.deviceId, 'web', `portway: PW_NOT_AUTHORIZED: not authorized to reach "${deviceId.deviceId}"`);
+    await expectStreamFailure(asBob, deviceId.deviceId, 'web', `portway: PW_UNKNOWN_DEVICE: no device named "${deviceId.deviceId}"`);
   });
 
   it('no client settings: PW_NOT_LOGGED_IN', async () => {

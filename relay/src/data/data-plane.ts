@@ -183,11 +183,12 @@ export class DataPlane {
 
   private async resolveDevice(user: User, open: ClientOpen): Promise<Device> {
     const found = await this.deps.store.findDevices(open.device);
-    if (found.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(open.device)}`);
     // Shares are looked up only for devices the user neither owns nor reaches as an admin.
     const shares = await Promise.all(found.map((d) => (user.isAdmin || d.ownerUserId === user.id ? undefined : this.deps.store.getShare(d.id, user.id))));
     const visible = found.filter((d, i) => canReach(user, d, shares[i]));
-    if (visible.length === 0) throw new PortwayError('PW_NOT_AUTHORIZED', `not authorized to reach ${JSON.stringify(open.device)}`);
+    // A device that exists but is not the user's gets the same answer as one that does not exist, so device
+    // names and IDs cannot be enumerated. (PW_NOT_AUTHORIZED is for a reachable device's unshared service.)
+    if (visible.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(open.device)}`);
     if (visible.length > 1) throw new PortwayError('PW_BAD_REQUEST', `several devices are named ${JSON.stringify(open.device)}; use the device ID`);
     const device = visible[0] as Device;
     if (!canReach(user, device, shares[found.indexOf(device)], open.service)) {
