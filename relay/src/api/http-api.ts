@@ -23,7 +23,7 @@ import { canReach, reachableServices } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
 import type { CertificateAuthority } from '../pki';
 import { newId, type Device, type Share, type Store, type TokenAuth, type User } from '../store';
-import type { Connection } from '../tls-front';
+import { dropConnection, type Connection } from '../tls-front';
 import type { ApiRoutes } from './api-route';
 import type { ClaimService } from '../claims/claim-service';
 import { auditRoutes } from './audit-routes';
@@ -86,15 +86,20 @@ export interface DeviceView {
 export class HttpApi {
   private readonly server: http.Server;
   private readonly routes: readonly ApiRoutes[];
+  /** Connections that have not started a request yet, and their deadline. */
+  private readonly awaitingRequest = new WeakMap<object, NodeJS.Timeout>();
 
   constructor(
     private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry; claims?: ClaimService; revocations?: DeviceRevocations },
     private readonly options: HttpApiOptions,
   ) {
-    this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    // Node checks the request and header deadlines every connectionsCheckingInterval (30 s by default): check
+    // every second so a trickling client is cut close to requestTimeoutMs.
+    this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
     this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store }), ...(deps.claims ? [claimRoutes(deps.claims)] : []), ...(deps.revocations ? [deviceRoutes({ store: deps.store, revocations: deps.revocations })] : [])];
+    this.server.on('request', (req: http.IncomingMessage) => clearTimeout(this.awaitingRequest.get(req.socket)));
     this.server.on('clientError', (err, socket) => {
       this.deps.log.info({ code: (err as NodeJS.ErrnoException).code }, 'relay.http.client_error');
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -103,6 +108,14 @@ export class HttpApi {
   }
 
   handleConnection(conn: Connection): void {
+    // Node's deadlines start with a request; a connection that never sends one is cut here.
+    const idle = setTimeout(() => {
+      this.deps.log.info({ remote: conn.remote, code: 'PW_HANDSHAKE_TIMEOUT', reason: 'no request' }, 'relay.http.idle_closed');
+      dropConnection(conn);
+    }, this.options.requestTimeoutMs);
+    idle.unref();
+    this.awaitingRequest.set(conn.tls, idle);
+    conn.tls.once('close', () => clearTimeout(idle));
     this.server.emit('connection', conn.tls);
   }
 
