@@ -96,6 +96,17 @@ relay
     process.stdout.write(`${await relayUserAdd(o, name, o.admin === true)}\n`);
   });
 relay
+  .command('device')
+  .description('devices in the store')
+  .command('revoke <device>')
+  .description('revoke a device (name or ID); a running relay ends its sessions within a second or two')
+  .requiredOption('--data <dir>', 'relay data directory')
+  .option('--db <url>', 'the store: a postgres://user@host:port/dbname URL (password from PGPASSWORD or ~/.pgpass) or an SQLite file (default: relay.db in --data)')
+  .action(async (name: string, o: { data: string; db?: string }) => {
+    const { relayDeviceRevoke } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
+    process.stdout.write(`revoked ${await relayDeviceRevoke({ data: o.data, db: o.db }, name)}\n`);
+  });
+relay
   .command('enroll-key')
   .description('manage fleet enrollment keys')
   .command('create')
@@ -114,9 +125,10 @@ program
   .command('agent')
   .description('run the device agent (systemd runs this on the device)')
   .requiredOption('--config <file>', 'agent JSON config')
-  .action(async (o: { config: string }) => {
+  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address')
+  .action(async (o: { config: string; metrics?: string }) => {
     const { runAgent } = load<typeof import('../agent/src/main.js')>('../agent/src/main');
-    await runAgent(o.config);
+    await runAgent(o.config, { metrics: o.metrics });
   });
 
 program
@@ -166,9 +178,15 @@ program
     process.stdout.write(o.json ? `${JSON.stringify(devices, null, 2)}\n` : formatDeviceTable(devices, Date.now()));
   });
 
-program
-  .command('device')
-  .description('one device')
+const device = program.command('device').description('one device');
+device
+  .command('remove <device>')
+  .description('remove (revoke) a device you own: its sessions and streams end at once, it can never connect or enroll with its key again')
+  .action(async (name: string) => {
+    const { removeDevice } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
+    process.stdout.write(`removed ${await removeDevice(name)}\n`);
+  });
+device
   .command('show <device>')
   .description("a device's state and its whole latest telemetry")
   .option('--json', 'machine-readable output')
