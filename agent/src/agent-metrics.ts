@@ -4,19 +4,13 @@
  * Gauges are read from the live agent at scrape time; process metrics (open fds, heap, active handles)
  * come from prom-client's defaults with the `portway_agent_` prefix.
  */
-import http from 'node:http';
-import { isIP } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { PortwayError } from '../../protocol';
+import { isLoopbackHost, MetricsServer } from '../../shared/metrics-server';
 
 export interface AgentMetricsSource {
   readonly isOnline: boolean;
   stats(): { pooled: number; streams: number; udpSessions: number; reconnects: number };
-}
-
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost' || host === '::1') return true;
-  return isIP(host) === 4 && host.startsWith('127.');
 }
 
 /** `HOST:PORT` (IPv6 in brackets) of a loopback address; anything else is PW_CONFIG_INVALID. */
@@ -31,7 +25,7 @@ export function parseMetricsAddress(text: string): { host: string; port: number 
 
 export class AgentMetrics {
   readonly registry = new Registry();
-  private server: http.Server | undefined;
+  private readonly endpoint = new MetricsServer(this.registry);
 
   constructor(source: AgentMetricsSource) {
     collectDefaultMetrics({ register: this.registry, prefix: 'portway_agent_' });
@@ -53,33 +47,11 @@ export class AgentMetrics {
     });
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    if (!isLoopbackHost(host)) throw new PortwayError('PW_CONFIG_INVALID', `the metrics endpoint listens on loopback only, not ${host}`);
-    const server = http.createServer((req, res) => {
-      if (req.method !== 'GET' || req.url !== '/metrics') {
-        res.writeHead(404).end();
-        return;
-      }
-      this.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    });
-    server.on('clientError', (_err, socket) => socket.destroy());
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
-    const a = server.address() as { address: string; port: number };
-    return { host: a.address, port: a.port };
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return this.endpoint.listen(host, port);
   }
 
-  async stop(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
-    this.server = undefined;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+  stop(): Promise<void> {
+    return this.endpoint.stop();
   }
 }

@@ -3,25 +3,17 @@
  * address: metrics reveal fleet size and activity, and the endpoint has no authentication.
  * Gauges are read from the live components at scrape time, so they cannot drift from the truth.
  */
-import http from 'node:http';
-import { isIP } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { PortwayError } from '../../protocol';
+import { MetricsServer } from '../../shared/metrics-server';
 import type { DataPlaneStats } from './data/data-plane';
 
 export interface MetricsSource {
   stats(): DataPlaneStats & { connections: number; mqttClients: number };
 }
 
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
-
 export class RelayMetrics {
   readonly registry = new Registry();
-  private server: http.Server | undefined;
+  private readonly endpoint = new MetricsServer(this.registry);
 
   constructor(source: MetricsSource) {
     collectDefaultMetrics({ register: this.registry, prefix: 'portway_relay_' });
@@ -55,31 +47,11 @@ export class RelayMetrics {
     });
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    if (!isLoopback(host)) throw new PortwayError('PW_CONFIG_INVALID', `the metrics endpoint listens on loopback only, not ${host}`);
-    const server = http.createServer((req, res) => {
-      if (req.method !== 'GET' || req.url !== '/metrics') {
-        res.writeHead(404).end();
-        return;
-      }
-      this.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    });
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
-    const a = server.address() as { address: string; port: number };
-    return { host: a.address, port: a.port };
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return this.endpoint.listen(host, port);
   }
 
-  async stop(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+  stop(): Promise<void> {
+    return this.endpoint.stop();
   }
 }

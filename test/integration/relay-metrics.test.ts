@@ -4,7 +4,7 @@ import { PortwayError } from '../../protocol';
 import { silentLogger } from '../../shared/logger';
 import { parseRelayOptions } from '../../relay/src/config';
 import { relayInit } from '../../relay/src/main';
-import { isLoopback } from '../../relay/src/metrics';
+import { isLoopbackHost as isLoopback } from '../../shared/metrics-server';
 import { Relay } from '../../relay/src/relay';
 import { Disposer, makeTempDir } from '../helpers';
 
