@@ -6,12 +6,13 @@
  *                               (bodies over MAX_ECHO_BYTES: 413)
  *   POST /sha256                200 text/plain "<sha256 hex>\n" of a streamed body of any size,
  *                               header x-body-bytes = its length
- *   GET  /bytes?n=N&seed=S      200, N bytes of pseudoRandomBytes(S, N) (devtools), streamed with backpressure
+ *   GET  /bytes?n=N&seed=S      200, N bytes of pseudoRandomBytes(S, N) (devtools), streamed with backpressure;
+ *        [&rate=B]              at most B bytes per second, paced at the source (every 10 ms what is due)
  *   anything else               404
  */
 import { createHash } from 'node:crypto';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import { pseudoRandomChunks } from '../../devtools';
+import { pseudoRandomBytes, pseudoRandomChunks } from '../../devtools';
 import type { Disposer } from './disposer';
 
 export const HELLO_TEXT = 'hello from the portway test server\n';
@@ -108,12 +109,24 @@ function digest(req: IncomingMessage, res: ServerResponse): void {
 function sendBytes(url: URL, res: ServerResponse): void {
   const n = Number(url.searchParams.get('n') ?? '');
   const seed = url.searchParams.get('seed') ?? '0';
+  const rate = url.searchParams.has('rate') ? Number(url.searchParams.get('rate')) : undefined;
   if (!Number.isSafeInteger(n) || n < 0 || n > MAX_GENERATED_BYTES) {
     res.writeHead(400, { 'content-type': 'text/plain' }).end('n must be an integer in [0, 4 GiB]\n');
     return;
   }
+  if (rate !== undefined && !(Number.isSafeInteger(rate) && rate >= 1024)) {
+    res.writeHead(400, { 'content-type': 'text/plain' }).end('rate must be an integer of at least 1024 (bytes per second)\n');
+    return;
+  }
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
-  const chunks = pseudoRandomChunks(seed, n);
+  if (rate === undefined) {
+    pumpUnpaced(res, pseudoRandomChunks(seed, n));
+    return;
+  }
+  pumpPaced(res, seed, n, rate);
+}
+
+function pumpUnpaced(res: ServerResponse, chunks: Generator<Buffer>): void {
   const pump = (): void => {
     for (let next = chunks.next(); !next.done; next = chunks.next()) {
       if (!res.write(next.value)) {
@@ -125,4 +138,23 @@ function sendBytes(url: URL, res: ServerResponse): void {
   };
   res.on('close', () => res.off('drain', pump));
   pump();
+}
+
+/** Every 10 ms, writes what `rate` allows since the start (never ahead of it); stops when the response closes. */
+function pumpPaced(res: ServerResponse, seed: string, n: number, rate: number): void {
+  const startedAt = Date.now();
+  let sent = 0;
+  const tick = (): void => {
+    const due = Math.min(n, Math.floor(((Date.now() - startedAt) * rate) / 1000));
+    if (due > sent) {
+      res.write(pseudoRandomBytes(seed, due - sent, sent));
+      sent = due;
+    }
+    if (sent >= n) {
+      clearInterval(timer);
+      res.end();
+    }
+  };
+  const timer = setInterval(tick, 10);
+  res.on('close', () => clearInterval(timer));
 }

@@ -132,6 +132,19 @@ describe('http server', () => {
     const missing = await curl(['--write-out', '%{http_code}', '--output', '/dev/null', http.url('/nope')]);
     expect(missing.stdout).toBe('404');
   });
+
+  it('/bytes with rate= is paced at the source and intact; a bad rate is a 400', async () => {
+    const http = await startHttpServer(disposer);
+    const expected = createHash('sha256').update(pseudoRandomBytes('paced', 300_000)).digest('hex');
+    const startedAt = Date.now();
+    const paced = await runProcess(disposer, 'sh', ['-c', `curl --silent --max-time 20 '${http.url('/bytes?n=300000&seed=paced&rate=1000000')}' | sha256sum`]);
+    // 300 kB at 1 MB/s cannot arrive in less than 300 ms (the pacing never runs ahead); an unpaced one takes ~1 ms.
+    expect({ sha256: paced.stdout.split(' ')[0], atLeast300ms: Date.now() - startedAt >= 300 }).toEqual({ sha256: expected, atLeast300ms: true });
+    for (const rate of ['0', '-5', '1.5', 'fast', '']) {
+      const bad = await runProcess(disposer, 'curl', ['--silent', '--max-time', '20', '--write-out', '%{http_code}', '--output', '/dev/null', http.url(`/bytes?n=10&rate=${rate}`)]);
+      expect({ rate, status: bad.stdout }).toEqual({ rate, status: '400' });
+    }
+  });
 });
 
 describe('sshd', () => {
