@@ -262,9 +262,19 @@ export class PortwayCluster {
   }
 }
 
+function readUnit(name: 'portway-relay.service' | 'portway-agent.service'): string {
+  return readFileSync(path.resolve(__dirname, path.basename(path.dirname(__dirname)) === 'dist' ? '../..' : '..', 'systemd', name), 'utf8');
+}
+
 /** The Node options systemd/portway-relay.service starts the relay with (between /usr/bin/node and the script). */
 export function relayUnitNodeArgs(): string[] {
-  const unit = readFileSync(path.resolve(__dirname, path.basename(path.dirname(__dirname)) === 'dist' ? '../..' : '..', 'systemd', 'portway-relay.service'), 'utf8');
-  const exec = /^ExecStart=\S*node((?:\s+--\S+)*)\s/m.exec(unit);
+  const exec = /^ExecStart=\S*node((?:\s+--\S+)*)\s/m.exec(readUnit('portway-relay.service'));
   return exec?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
+}
+
+/** The `Environment=KEY=VALUE` settings of a unit (one unquoted assignment per line, as ours are written). */
+export function unitEnvironment(name: 'portway-relay.service' | 'portway-agent.service'): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of readUnit(name).matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(\S*)$/gm)) env[m[1] as string] = m[2] as string;
+  return env;
 }

@@ -11,7 +11,7 @@
  * Lengths are big-endian u16; keys are DER SubjectPublicKeyInfo. protocol/ computes no MAC (node:crypto lives
  * in shared/claim-tag.ts); it only defines the bytes.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { CLAIM_ID_PATTERN } from './claim-code';
 import { nameSchema } from './messages';
 

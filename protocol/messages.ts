@@ -4,7 +4,7 @@
  * Control requests carry `id` and `expiresAt` in the payload (MQTT 3.1.1 has no correlation data or expiry);
  * replies echo `id` and are `{ ok: true, ... }` or `{ ok: false, code, message }`.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { NAME_PATTERN } from './constants';
 
 export const nameSchema = z.string().regex(NAME_PATTERN, 'must be 1-63 characters: letters, digits, ".", "_" or "-", starting with a letter or digit');

@@ -1,7 +1,8 @@
 /**
  * How much an idle device agent costs: `npm run build --silent && node dist/scripts/agent-idle.js [SECONDS [TELEMETRY_MS]]`
  * (TELEMETRY_MS: the agent's telemetryIntervalMs, default its own default; 0 measures the agent without telemetry;
- * AGENT_NODE_OPTIONS in the environment: Node flags for the agent alone).
+ * AGENT_NODE_OPTIONS in the environment: Node flags for the agent alone). The agent gets the `Environment=`
+ * settings of systemd/portway-agent.service, as on a device.
  *
  * Runs the agent as the device does (the esbuild bundle, built into a temp dir) against a loopback relay, with
  * telemetry at its default 60 s and the systemd watchdog on (WatchdogSec=60, a systemd-notify ping every 30 s,
@@ -15,7 +16,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { isEvent, makeTempDir, ManagedProcess, PortwayCluster } from '../devtools';
+import { isEvent, makeTempDir, ManagedProcess, PortwayCluster, unitEnvironment } from '../devtools';
 
 const ROOT = path.basename(path.dirname(__dirname)) === 'dist' ? path.resolve(__dirname, '..', '..') : path.resolve(__dirname, '..');
 const CLOCK_TICKS_PER_S = 100;
@@ -50,7 +51,7 @@ async function main(seconds: number, telemetryIntervalMs: number | undefined): P
     const notify = new ManagedProcess(spawn('python3', [path.join(ROOT, 'test', 'fixtures', 'notify-listener.py'), socket, String(seconds + 120)], { stdio: ['ignore', 'pipe', 'pipe'] }));
     children.push(notify);
     await notify.waitForLine((l) => l === 'ready', 10_000, 'notify listener');
-    const agent = new ManagedProcess(spawn(process.execPath, [path.join(agentDir, 'portway-agent.js'), '--config', cluster.agentConfigFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH, NOTIFY_SOCKET: socket, WATCHDOG_USEC: '60000000', ...(process.env.AGENT_NODE_OPTIONS ? { NODE_OPTIONS: process.env.AGENT_NODE_OPTIONS } : {}) } }));
+    const agent = new ManagedProcess(spawn(process.execPath, [path.join(agentDir, 'portway-agent.js'), '--config', cluster.agentConfigFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH, ...unitEnvironment('portway-agent.service'), NOTIFY_SOCKET: socket, WATCHDOG_USEC: '60000000', ...(process.env.AGENT_NODE_OPTIONS ? { NODE_OPTIONS: process.env.AGENT_NODE_OPTIONS } : {}) } }));
     children.push(agent);
     const pid = agent.child.pid as number;
     await agent.waitForLine(isEvent('agent.control.online'), 30_000, 'agent online');

@@ -3,7 +3,7 @@
  * rejected, defaults applied, cross-field checks in the schema), report every problem at once with its
  * key path as PW_CONFIG_INVALID, and deep-freeze the result.
  */
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { PortwayError } from '../protocol';
 
 export function parseConfig<S extends z.ZodType>(schema: S, input: unknown, source: string): Readonly<z.infer<S>> {

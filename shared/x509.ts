@@ -2,6 +2,7 @@
  * X.509 for every component: P-256 key pairs, PKCS#10 certificate signing requests, fingerprints and
  * certificate descriptions. Node built-ins plus node-forge's ASN.1 encoder; node-forge cannot use ECDSA
  * keys, so structures are built with `forge.asn1` and signed with node:crypto (ecdsa-with-SHA256, DER).
+ * Only node-forge's ASN.1 module is loaded (`node-forge/lib/asn1`): all of node-forge costs the device ~10 MB.
  *
  * Also the building blocks the relay's certificate authority shares with the CSR code (names, SPKI,
  * signing). Input from peers (CSRs) is read with a small strict DER reader that works on byte slices, so
@@ -11,7 +12,8 @@
  * certificate, `spkiFingerprint` over the SubjectPublicKeyInfo (stable across renewals with the same key).
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, X509Certificate, type KeyObject } from 'node:crypto';
-import forge from 'node-forge';
+import type forge from 'node-forge';
+import asn1 from 'node-forge/lib/asn1';
 import { PortwayError, URI_DEVICE_PREFIX, URI_USER_PREFIX } from '../protocol';
 
 export type Asn1 = forge.asn1.Asn1;
@@ -28,7 +30,7 @@ export const OIDS = {
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
 } as const;
 
-const { Class, Type } = forge.asn1;
+const { Class, Type } = asn1;
 const ID_PATTERN = '[a-z]{3}_[a-z2-7]{16}';
 const DEVICE_URI = new RegExp(`^URI:${URI_DEVICE_PREFIX}(${ID_PATTERN})$`);
 const USER_URI = new RegExp(`^URI:${URI_USER_PREFIX}(${ID_PATTERN})$`);
@@ -93,33 +95,33 @@ export function p256PrivateKeyFromPem(pem: string): KeyObject {
 // ---------------------------------------------------------------- building blocks (forge.asn1)
 
 export function asn1ToDer(node: Asn1): Buffer {
-  return Buffer.from(forge.asn1.toDer(node).getBytes(), 'binary');
+  return Buffer.from(asn1.toDer(node).getBytes(), 'binary');
 }
 
 /** Wrap trusted DER (made by this code or by node:crypto) as a forge node, to embed it in a structure. */
 export function derToAsn1(der: Buffer): Asn1 {
-  return forge.asn1.fromDer(der.toString('binary'), true);
+  return asn1.fromDer(der.toString('binary'), true);
 }
 
 export function oidAsn1(oid: string): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.OID, false, forge.asn1.oidToDer(oid).getBytes());
+  return asn1.create(Class.UNIVERSAL, Type.OID, false, asn1.oidToDer(oid).getBytes());
 }
 
 export function seqAsn1(children: Asn1[]): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.SEQUENCE, true, children);
+  return asn1.create(Class.UNIVERSAL, Type.SEQUENCE, true, children);
 }
 
 /** BIT STRING holding whole bytes (no unused bits). */
 export function bitStringAsn1(bytes: Buffer): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.BITSTRING, false, Buffer.concat([Buffer.from([0]), bytes]).toString('binary'));
+  return asn1.create(Class.UNIVERSAL, Type.BITSTRING, false, Buffer.concat([Buffer.from([0]), bytes]).toString('binary'));
 }
 
 /** A distinguished name of one attribute per RDN, values as UTF8String. */
 export function nameAsn1(attributes: ReadonlyArray<readonly [oid: string, value: string]>): Asn1 {
   return seqAsn1(
     attributes.map(([oid, value]) =>
-      forge.asn1.create(Class.UNIVERSAL, Type.SET, true, [
-        seqAsn1([oidAsn1(oid), forge.asn1.create(Class.UNIVERSAL, Type.UTF8, false, Buffer.from(value, 'utf8').toString('binary'))]),
+      asn1.create(Class.UNIVERSAL, Type.SET, true, [
+        seqAsn1([oidAsn1(oid), asn1.create(Class.UNIVERSAL, Type.UTF8, false, Buffer.from(value, 'utf8').toString('binary'))]),
       ]),
     ),
   );
@@ -179,10 +181,10 @@ export function createCsr(opts: { privateKeyPem: string; commonName: string }): 
   const key = p256PrivateKeyFromPem(opts.privateKeyPem);
   const commonName = checkCommonName(opts.commonName);
   const info = seqAsn1([
-    forge.asn1.create(Class.UNIVERSAL, Type.INTEGER, false, '\x00'),
+    asn1.create(Class.UNIVERSAL, Type.INTEGER, false, '\x00'),
     nameAsn1([[OIDS.commonName, commonName]]),
     spkiAsn1(p256Point(createPublicKey(key))),
-    forge.asn1.create(Class.CONTEXT_SPECIFIC, 0, true, []),
+    asn1.create(Class.CONTEXT_SPECIFIC, 0, true, []),
   ]);
   return derToPem(signAsn1(info, key), 'CERTIFICATE REQUEST');
 }

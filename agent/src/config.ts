@@ -3,7 +3,7 @@
  * problem reported at once with its key path. Secrets (enrollKey) are redacted from logs.
  */
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { nameSchema, parseClaimCode, PortwayError } from '../../protocol';
 import { parseConfig } from '../../shared/parse-config';
 

@@ -10,7 +10,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { PortwayError } from '../../protocol';
 import { parseHostPort } from '../../shared/relay-trust';
 import { writeFileAtomic } from '../../shared/write-file-atomic';

@@ -2,7 +2,7 @@
  * Relay options: one zod schema, defaults beside each field. The CLI builds the object from flags and an
  * optional JSON file (`--config FILE`, for timers and limits); the schema rejects unknown keys.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseConfig } from '../../shared/parse-config';
 
 const hostPort = z.object({ host: z.string().min(1).max(255), port: z.number().int().min(0).max(65535) }).strict();

@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ManagedProcess, isEvent } from '../../devtools/portway-cluster';
+import { ManagedProcess, isEvent, unitEnvironment } from '../../devtools/portway-cluster';
 import { Disposer, HELLO_TEXT, makeTempDir, runProcess, startCluster, startHttpServer } from '../helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -103,6 +103,14 @@ describe('systemd units', () => {
     expect(s.get('Type')).toEqual(['notify']);
     expect(s.get('NotifyAccess')).toEqual(['all']);
     expect(s.get('WatchdogSec')).toEqual(['60s']);
+  });
+
+  it('the agent unit\'s GLIBC_TUNABLES names a tunable glibc knows, with the value meant (glibc ignores unknown ones silently)', async () => {
+    const env = unitEnvironment('portway-agent.service');
+    expect(Object.keys(env)).toEqual(['GLIBC_TUNABLES']);
+    const loader = ['/lib64/ld-linux-x86-64.so.2', '/lib/ld-linux-aarch64.so.1'].find((p) => existsSync(p)) as string;
+    const listed = await runProcess(disposer, loader, ['--list-tunables'], { env: { ...env } });
+    expect(listed.stdout).toMatch(/^glibc\.malloc\.trim_threshold: 0x20000 /m);
   });
 });
 

@@ -17,7 +17,7 @@ import {
   relayStatusSchema,
   streamOpenSchema,
 } from '../../protocol';
-import type { z } from 'zod';
+import type * as z from 'zod';
 
 const DEVICE_ID = 'dev_abcdefghijklmnop';
 const USER_ID = 'usr_abcdefghijklmnop';

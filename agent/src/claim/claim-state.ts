@@ -7,7 +7,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseClaimCode, PortwayError, type ClaimCode } from '../../../protocol';
 import { newClaimCode, newPollToken } from '../../../shared/claim-tag';
 import { writeFileAtomic } from '../../../shared/write-file-atomic';

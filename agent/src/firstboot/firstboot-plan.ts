@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { parseToml, stringifyToml } from './toml';
-import { z } from 'zod';
+import * as z from 'zod';
 import { nameSchema, PortwayError } from '../../../protocol';
 import { agentConfigSchema } from '../config';
 

@@ -3,7 +3,7 @@
  * address, lazily read JSON body) in, `{ status, body }` out, or undefined when the route is not its own.
  * Modules never touch the HTTP objects; HttpApi reads, answers and maps errors to statuses.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { PortwayError } from '../../../protocol';
 import type { NewAuditEntry, Store, TokenAuth, TokenScope } from '../store';
 

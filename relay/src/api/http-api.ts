@@ -15,7 +15,7 @@
  *   GET  /v1/health                                -> { ok: true }
  */
 import http from 'node:http';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ERRORS, nameSchema, PortwayError, type DeviceTelemetry, type ErrorCode } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import { parseCsr, spkiFingerprint, certFingerprint } from '../../../shared/x509';

@@ -9,7 +9,7 @@
  * POST replaces an existing share of that device with that user. Changes are audited, refusals included.
  * The relay enforces shares (access.ts canReach); carrying them to the device is not done yet.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { nameSchema, PortwayError } from '../../../protocol';
 import { canManageShares, canReach } from '../access';
 import { MAX_SHARED_SERVICES, type Device, type Share, type Store, type User } from '../store';

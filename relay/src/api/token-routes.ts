@@ -9,7 +9,7 @@
  * token expires the new one expires no later. Users revoke their own tokens; admins any token. Revoking a
  * token revokes the user certificates issued with it (store.revokeToken). Creation and revocation are audited.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { PortwayError } from '../../../protocol';
 import type { ApiToken, Store } from '../store';
 import { audited, parseBody, pathSegment, requireScope, scopeCovers, type ApiReply, type ApiRequest } from './api-route';

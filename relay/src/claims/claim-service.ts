@@ -16,7 +16,7 @@
  * in the log line, so a flood cannot flood the audit table.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { claimAnswerSchema, claimOfferSchema, claimRegisterSchema, claimWaitSchema, isClaimId, PortwayError, type ClaimWaitReply } from '../../../protocol';
 import { parseSpkiBase64 } from '../../../shared/claim-tag';
 import type { Logger } from '../../../shared/logger';
