@@ -60,6 +60,17 @@ if (forbidden.length > 0) {
   console.error(`agent bundle pulled in code that must not reach the device:\n  ${forbidden.join('\n  ')}`);
   process.exit(1);
 }
+// Memory on the device: code that is only loaded costs RSS too (all of node-forge ~10 MB at load, zod's 60
+// locales ~350 KiB of source). Guard the two ways it came back before: `import { z } from 'zod'` (a namespace
+// re-export esbuild cannot shake) and importing node-forge itself instead of node-forge/lib/asn1.
+const bundleOutput = Object.values(result.metafile.outputs).find((o) => o.entryPoint !== undefined);
+const heavy = Object.entries(bundleOutput.inputs)
+  .filter(([p, i]) => i.bytesInOutput > 0 && (/node_modules\/zod\/.*locales\/(?!(en|index)\.js)/.test(p) || /node_modules\/node-forge\/lib\/(?!(forge|baseN|util|oids|asn1)\.js)/.test(p)))
+  .map(([p]) => p);
+if (heavy.length > 0) {
+  console.error(`agent bundle pulled in code the device should not load (use \`import * as z from 'zod'\` and node-forge/lib/asn1):\n  ${heavy.join('\n  ')}`);
+  process.exit(1);
+}
 writeFileSync(join(outdir, 'VERSION'), `${version}\n`);
 
 const binding = await buildSerialportBinding();
