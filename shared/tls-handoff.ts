@@ -53,20 +53,25 @@ export class HandoffCarrier extends Duplex {
     return this.writingState === 'handed-off';
   }
 
-  /** Resolves when the peer's marker arrived; rejects if the connection ends or fails first. */
-  whenPeerHandsOff(): Promise<void> {
+  /**
+   * Resolves when the peer's marker arrived; rejects if the connection ends or fails first, or with
+   * PW_HANDSHAKE_TIMEOUT (`${what} within ${timeoutMs} ms`) when it has not arrived in time.
+   */
+  whenPeerHandsOff(timeoutMs: number, what: string): Promise<void> {
     if (this.readingState === 'handed-off') return Promise.resolve();
     const closedError = (): PortwayError => this.failure ?? new PortwayError('PW_STREAM_ABORTED', 'data socket closed before the handoff');
     if (this.readingState === 'failed' || this.destroyed) return Promise.reject(closedError());
     return new Promise<void>((resolve, reject) => {
-      const onHandoff = (): void => {
-        this.off('close', onClose);
-        resolve();
-      };
-      const onClose = (): void => {
+      const settle = (err?: PortwayError): void => {
+        clearTimeout(timer);
         this.events.off('handoff', onHandoff);
-        reject(closedError());
+        this.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
       };
+      const onHandoff = (): void => settle();
+      const onClose = (): void => settle(closedError());
+      const timer = setTimeout(() => settle(new PortwayError('PW_HANDSHAKE_TIMEOUT', `${what} within ${timeoutMs} ms`)), timeoutMs);
       this.events.once('handoff', onHandoff);
       this.once('close', onClose);
     });

@@ -53,10 +53,7 @@ export async function awaitStreamOpen(socket: DataSocket, timeoutMs: number, sig
   if (frame.type !== FrameType.STREAM_OPEN) throw new PortwayError('PW_BAD_FRAME', `expected STREAM_OPEN, got frame type 0x${frame.type.toString(16)}`);
   const open = streamOpenSchema.safeParse(frame.payload);
   if (!open.success) throw new PortwayError('PW_BAD_FRAME', 'malformed STREAM_OPEN');
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new PortwayError('PW_HANDSHAKE_TIMEOUT', 'no handoff from the relay after STREAM_OPEN')), HANDOFF_TIMEOUT_MS);
-    socket.carrier.whenPeerHandsOff().then(resolve, reject).finally(() => clearTimeout(timer));
-  });
+  await socket.carrier.whenPeerHandsOff(HANDOFF_TIMEOUT_MS, 'no handoff from the relay after STREAM_OPEN');
   if (socket.tls.readableLength > 0) throw new PortwayError('PW_BAD_FRAME', 'relay sent more than STREAM_OPEN before the handoff');
   socket.carrier.handOffWrites();
   socket.tls.destroy();

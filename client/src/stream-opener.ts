@@ -193,7 +193,7 @@ export class StreamOpener {
     try {
       await this.deps.known.check(status.data.deviceId, status.data.deviceKey);
       // The relay's handoff marker follows its status at once.
-      await withTimeout(outer.carrier.whenPeerHandsOff(), this.options.timeoutMs, 'no handoff from the relay');
+      await outer.carrier.whenPeerHandsOff(this.options.timeoutMs, 'no handoff from the relay');
       if (outer.tls.readableLength > 0) throw new PortwayError('PW_BAD_FRAME', 'relay sent more than its status before the handoff');
     } catch (err) {
       outer.raw.destroy();
@@ -262,12 +262,4 @@ function onPrimedReadable(this: net.Socket): void {
   // The relay sends nothing on a primed socket before the inner session starts; anything (or its end)
   // means the socket is no good: drop it.
   this.destroy();
-}
-
-function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PortwayError('PW_HANDSHAKE_TIMEOUT', `${what} within ${timeoutMs} ms`)), timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -133,13 +133,7 @@ export class DataPlane {
 
   /** The client's marker follows CLIENT_OPEN at once; nothing may come between them. */
   private async awaitClientHandoff(conn: Connection, carrier: HandoffCarrier): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      carrier.whenPeerHandsOff(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new PortwayError('PW_HANDSHAKE_TIMEOUT', 'no handoff after CLIENT_OPEN')), this.options.firstFrameTimeoutMs);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    await carrier.whenPeerHandsOff(this.options.firstFrameTimeoutMs, 'no handoff after CLIENT_OPEN');
     if (conn.tls.readableLength > 0) throw new PortwayError('PW_BAD_FRAME', 'data between CLIENT_OPEN and the handoff');
   }
 
@@ -292,7 +286,7 @@ export class DataPlane {
     this.trackLive(s.deviceId, live, true);
     s.log.info('relay.stream.opened');
     this.sendLast(agent, streamOpen)
-      .then(() => splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs }))
+      .then(() => splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs, handoffTimeoutMs: this.options.firstFrameTimeoutMs }))
       .then(
         (result) => {
           this.trackLive(s.deviceId, live, false);

@@ -12,6 +12,8 @@ import { dropConnection, type Connection } from '../tls-front';
 export interface SpliceOptions {
   /** After one side ended, how long the other may stay open before both are destroyed. */
   readonly closeGraceMs: number;
+  /** How long a side may take to send its handoff marker (the agent: after STREAM_OPEN) before both are reset. */
+  readonly handoffTimeoutMs: number;
 }
 
 export interface SpliceResult {
@@ -64,7 +66,7 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
       else if (closed === 2) finish('complete');
     };
     const start = (src: Connection, dst: Connection, direction: 'aToB' | 'bToA'): void => {
-      const ready = src.carrier ? src.carrier.whenPeerHandsOff() : Promise.resolve();
+      const ready = src.carrier ? src.carrier.whenPeerHandsOff(options.handoffTimeoutMs, 'no handoff from the peer') : Promise.resolve();
       ready.then(() => {
         if (done) return;
         // Anything the peer still sent inside TLS after its last frame breaks the protocol.
