@@ -52,13 +52,14 @@ relay
   .description('serve the relay port (TLS; MQTT, data sockets and HTTP API routed by ALPN)')
   .requiredOption('--data <dir>', 'relay data directory (from "portway relay init")')
   .option('--db <url>', 'the store: a postgres://user@host:port/dbname URL (password from PGPASSWORD or ~/.pgpass) or an SQLite file (default: relay.db in --data)')
+  .option('--broker <url>', 'an external MQTT broker shared by several relays: mqtt://[user@]host:port or mqtts://... (password from PORTWAY_BROKER_PASSWORD; default: the embedded broker)')
   .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
   .option('--cert <file>', "operator's own TLS certificate (PEM chain) instead of the relay-issued one")
   .option('--key <file>', 'key for --cert')
   .option('--config <file>', 'JSON file with timers and limits (see docs)')
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
   .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address')
-  .action(async (o: { data: string; db?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }) => {
+  .action(async (o: { data: string; db?: string; broker?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }) => {
     const { relayServe } = load<typeof import('../relay/src/main.js')>('../relay/src/main');
     await relayServe(o);
   });

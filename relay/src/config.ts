@@ -70,6 +70,15 @@ export const relayOptionsSchema = z
      */
     db: z.string().min(1).max(1024).optional(),
     listen: hostPort.default({ host: '127.0.0.1', port: 8443 }),
+    /**
+     * The MQTT control plane: absent = the embedded broker; `mqtt://[USER@]HOST:PORT` or `mqtts://...` = an
+     * external broker shared by several relays (relay/src/broker/external-broker.ts). Its password comes from
+     * PORTWAY_BROKER_PASSWORD, never from the URL or a file.
+     */
+    broker: z.string().min(1).max(1024).optional(),
+    /** PEM file of the CA of an mqtts:// broker (default: the system's CAs). */
+    brokerCaFile: z.string().min(1).optional(),
+    brokerPassword: z.string().min(1).max(1024).optional(),
     /** Loopback address for the Prometheus metrics endpoint; off when absent. */
     metricsListen: hostPort.optional(),
     certFile: z.string().min(1).optional(),

@@ -106,7 +106,7 @@ function testMisbehaviour(log: ReturnType<typeof createLogger>): ClaimMisbehavio
   return new ClaimMisbehaviour(name as MisbehaviourName);
 }
 
-export async function relayServe(flags: { data: string; db?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
+export async function relayServe(flags: { data: string; db?: string; broker?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
   let fromFile: Record<string, unknown> = {};
   if (flags.config) {
     try {
@@ -119,6 +119,8 @@ export async function relayServe(flags: { data: string; db?: string; listen: str
     ...fromFile,
     dataDir: flags.data,
     ...(flags.db !== undefined ? { db: checkDbSetting(flags.db) } : {}),
+    ...(flags.broker !== undefined ? { broker: flags.broker } : {}),
+    ...(process.env.PORTWAY_BROKER_PASSWORD ? { brokerPassword: process.env.PORTWAY_BROKER_PASSWORD } : {}),
     listen: parseHostPort(flags.listen),
     ...(flags.metrics ? { metricsListen: parseHostPort(flags.metrics) } : {}),
     ...(flags.cert !== undefined ? { certFile: flags.cert } : {}),

@@ -4,19 +4,20 @@
  * `start()` listens, `stop()` undoes everything in reverse order.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/logger';
 import { HttpApi } from './api/http-api';
 import type { ClaimMisbehaviour } from './claims/claim-misbehaviour';
 import { ClaimService } from './claims/claim-service';
-import { EmbeddedBroker } from './broker';
+import { EmbeddedBroker, ExternalBroker } from './broker';
 import type { RelayOptions } from './config';
 import { DeviceRegistry } from './control/device-registry';
 import { DeviceRevocations } from './control/device-revocations';
 import { CertRenewal } from './control/cert-renewal';
 import { checkDeviceCert } from './access';
-import type { PortwayError } from '../../protocol';
+import { PortwayError } from '../../protocol';
 import { DataPlane, type DataPlaneStats } from './data/data-plane';
 import { loadCa, loadServerCert, relayFiles } from './data-dir';
 import { RelayMetrics } from './metrics';
@@ -37,7 +38,7 @@ export class Relay {
   private readonly stack: (() => Promise<void> | void)[] = [];
   private front: TlsFront | undefined;
   private dataPlane: DataPlane | undefined;
-  private broker: EmbeddedBroker | undefined;
+  private broker: EmbeddedBroker | ExternalBroker | undefined;
   private caCert: CertificateAuthority | undefined;
   private address: { host: string; port: number } | undefined;
   private metricsAt: { host: string; port: number } | undefined;
@@ -61,23 +62,20 @@ export class Relay {
       const store: Store = await openStore(db, { now });
       this.stack.push(() => store.close());
 
-      const broker = new EmbeddedBroker({ log }, { connectTimeoutMs: timers.mqttConnectTimeoutMs, keepaliveMinS: 1 });
-      await broker.start();
-      this.broker = broker;
-      this.stack.push(() => broker.stop());
-
+      const broker = await this.startBroker(log);
       const mqtt = new MqttClient(() => broker.connectInternalClient(), {
         clientId: `portway-relay-${randomBytes(6).toString('hex')}`,
         protocolVersion: 4,
         keepalive: 60,
         reconnectPeriod: 500,
         clean: true,
+        ...(broker instanceof ExternalBroker ? broker.credentials : {}),
       });
       mqtt.on('error', (err) => log.warn({ err }, 'relay.control.mqtt_error'));
       this.stack.push(() => new Promise<void>((resolve) => mqtt.end(true, {}, () => resolve())));
       await new Promise<void>((resolve, reject) => {
         mqtt.once('connect', () => resolve());
-        mqtt.once('error', reject);
+        mqtt.once('error', (err) => reject(this.options.broker === undefined ? err : new PortwayError('PW_BROKER_UNREACHABLE', `cannot connect to the MQTT broker ${this.options.broker}: ${err.message}`, { cause: err })));
       });
 
       const registry = new DeviceRegistry({ log: log.child({ component: 'registry' }), mqtt, now }, { poolSize: limits.poolSize, poolTtlMs: timers.poolTtlMs, commandTtlMs: timers.dialTimeoutMs });
@@ -169,6 +167,20 @@ export class Relay {
       this.state = 'stopped';
       throw err;
     }
+  }
+
+  /** The embedded broker, or the relay's gateway to the external one (`broker` option). */
+  private async startBroker(log: Logger): Promise<EmbeddedBroker | ExternalBroker> {
+    const connectTimeoutMs = this.options.timers.mqttConnectTimeoutMs;
+    const { broker: url, brokerCaFile, brokerPassword } = this.options;
+    const broker =
+      url === undefined
+        ? new EmbeddedBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1 })
+        : new ExternalBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1, url, ...(brokerPassword ? { password: brokerPassword } : {}), ...(brokerCaFile ? { caPem: await readFile(brokerCaFile, 'utf8') } : {}) });
+    await broker.start();
+    this.broker = broker;
+    this.stack.push(() => broker.stop());
+    return broker;
   }
 
   get metricsAddress(): { host: string; port: number } | undefined {

@@ -10,3 +10,4 @@ export * from './http-server';
 export * from './sshd';
 export * from './fault-proxy';
 export * from './cluster';
+export * from './mosquitto';

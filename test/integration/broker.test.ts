@@ -1,5 +1,7 @@
 /**
- * The embedded broker over real TCP sockets with real mqtt.js clients (MQTT 3.1.1).
+ * The relay's brokers over real TCP sockets with real mqtt.js clients (MQTT 3.1.1): the embedded one (aedes)
+ * and the external one (relay/src/broker/external-broker.ts, in front of a private Mosquitto per test), with
+ * the same tests, since a device must get the same answers in both modes.
  * A plain net server stands in for the TLS/ALPN router: it hands each accepted socket to the broker with the
  * identity the test queued for it, in connection order (tests connect one client at a time).
  */
@@ -7,7 +9,8 @@ import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import mqtt, { MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt';
 import pino from 'pino';
-import { EmbeddedBroker, type BrokerIdentity, type EmbeddedBrokerOptions } from '../../relay/src/broker';
+import { EmbeddedBroker, ExternalBroker, type BrokerIdentity, type EmbeddedBrokerOptions } from '../../relay/src/broker';
+import { Disposer as StepDisposer, startMosquitto } from '../helpers';
 import { PacketSizeGuard } from '../../relay/src/broker/packet-size-guard';
 import { deviceSubtree, deviceTopic } from '../../protocol';
 
@@ -18,9 +21,15 @@ const DEV_X = 'dev_xxxxxxxxxxxxxxxx';
 
 type Disposer = () => unknown;
 const disposers: Disposer[] = [];
+const mosquittos = new StepDisposer();
 afterEach(async () => {
   while (disposers.length > 0) await disposers.pop()?.();
+  await mosquittos.run();
 });
+
+type BrokerKind = 'embedded' | 'external';
+/** Which broker startHarness builds: set by each describe block's beforeAll. */
+let brokerKind: BrokerKind = 'embedded';
 
 function withTimeout<T>(promise: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -73,7 +82,7 @@ class LogCapture extends EventEmitter {
 }
 
 interface Harness {
-  readonly broker: EmbeddedBroker;
+  readonly broker: EmbeddedBroker | ExternalBroker;
   readonly logs: LogCapture;
   readonly port: number;
   /** A real mqtt.js client over TCP; the broker sees it as `identity`. */
@@ -88,7 +97,9 @@ interface Harness {
 
 async function startHarness(options: Partial<EmbeddedBrokerOptions> = {}): Promise<Harness> {
   const logs = new LogCapture();
-  const broker = new EmbeddedBroker({ log: pino({ level: 'trace' }, logs) }, { connectTimeoutMs: 2_000, keepaliveMinS: 1, ...options });
+  const log = pino({ level: 'trace' }, logs);
+  const brokerOptions = { connectTimeoutMs: 2_000, keepaliveMinS: 1, ...options };
+  const broker = brokerKind === 'embedded' ? new EmbeddedBroker({ log }, brokerOptions) : new ExternalBroker({ log }, { ...brokerOptions, url: (await startMosquitto(mosquittos)).url });
   const identities: BrokerIdentity[] = [];
   const server = net.createServer((socket) => {
     const identity = identities.shift();
@@ -193,7 +204,11 @@ async function roundTrip(client: MqttClient, deviceId: string): Promise<void> {
   expect((await received).payload).toBe('ping');
 }
 
-describe('embedded broker over TCP', () => {
+describe.each(['embedded', 'external'] as const)('%s broker over TCP', (kind) => {
+  beforeAll(() => {
+    brokerKind = kind;
+  });
+
   test('a device publishes and subscribes in its own subtree and receives its commands', async () => {
     const h = await startHarness();
     const relay = await h.connectRelay();

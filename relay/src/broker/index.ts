@@ -21,3 +21,4 @@ export {
   type AclDenyReason,
   type BrokerIdentity,
 } from './broker-acl';
+export { ExternalBroker, parseBrokerUrl, type BrokerEndpoint, type ExternalBrokerOptions } from './external-broker';
