@@ -60,6 +60,8 @@ const STATUS_FOR: Partial<Record<ErrorCode, number>> = {
   PW_CLAIM_EXPIRED: 410,
   PW_RATE_LIMITED: 429,
   PW_DEVICE_REVOKED: 403,
+  PW_GRANT_INVALID: 400,
+  PW_GRANT_STALE: 409,
 };
 
 export interface HttpApiOptions {
