@@ -50,7 +50,7 @@ describe('relay store through the CLI', () => {
     disposer.add(() => pg.drop(), 'drop test database');
     const data = path.join(await makeTempDir(disposer), 'relay');
     expect((await portway(['relay', 'init', '--data', data, '--db', pg.url])).code).toBe(0);
-    expect((await pg.query('SELECT version FROM schema_migrations ORDER BY version')).rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+    expect((await pg.query('SELECT version FROM schema_migrations ORDER BY version')).rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
     const added = await portway(['relay', 'user', 'add', 'alice', '--admin', '--data', data, '--db', pg.url]);
     expect(added.code).toBe(0);
     const store = await PgStore.open({ url: pg.url });
