@@ -331,18 +331,18 @@ program
 program
   .command('shares [device]')
   .description("who a device you own is shared with (and, for a claimed device, the keys its owner's signed grant set names); without a device, what is shared with you")
-  .option('--json', 'machine-readable output')
+  .option('--json', 'machine-readable output (the relay shares; the signed grants are printed as text only)')
   .action(async (device: string | undefined, o: { json?: boolean }) => {
     const { listShares, formatShares } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
     const shares = await listShares(device);
-    if (device === undefined) {
+    if (device === undefined || o.json) {
       process.stdout.write(o.json ? `${JSON.stringify(shares, null, 2)}\n` : formatShares(shares));
       return;
     }
     const { currentGrants } = load<typeof import('../client/src/device-grants.js')>('../client/src/device-grants');
     const { formatGrants } = load<typeof import('../client/src/share-report.js')>('../client/src/share-report');
     const grants = await currentGrants(device);
-    process.stdout.write(o.json ? `${JSON.stringify({ shares, grants }, null, 2)}\n` : formatShares(shares) + (grants ? formatGrants(grants) : ''));
+    process.stdout.write(formatShares(shares) + (grants ? formatGrants(grants) : ''));
   });
 
 program

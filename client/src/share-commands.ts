@@ -38,7 +38,11 @@ export async function shareDevice(options: { device: string; user: string; servi
     }));
     return { entries: [...kept, ...added], keys, keysFrom: from };
   });
-  if (isSelf && grant.kind !== 'signed') throw new PortwayError('PW_BAD_REQUEST', `you own ${options.device}; sharing with yourself grants your other machines' keys on a device this machine claimed`);
+  if (isSelf && grant.kind !== 'signed') {
+    // Nothing to sign here: the relay's answer to a share with the owner (PW_BAD_REQUEST, or the token's scope) says why.
+    await apiRequest<ShareView>({ relay: s.relay, caPem: s.relayCaPem, method: 'POST', path: '/v1/shares', token: s.token, timeoutMs: API_TIMEOUT_MS, body: { device: options.device, user: options.user } });
+    throw new PortwayError('PW_BAD_REQUEST', `you own ${options.device}; sharing with yourself grants your other machines' keys on a device this machine claimed`);
+  }
   return { ...(share ? { share } : {}), grant };
 }
 
