@@ -111,7 +111,7 @@ export class Relay {
       );
       this.stack.push(() => claims.stop());
       const api = new HttpApi(
-        { log: log.child({ component: 'api' }), store, ca, registry, claims, revocations, grants },
+        { log: log.child({ component: 'api' }), store, ca, registry, claims, revocations, grants, streams: dataPlane },
         { maxBodyBytes: limits.maxHttpBodyBytes, requestTimeoutMs: timers.httpRequestTimeoutMs, deviceCertValidityMs: this.options.deviceCertValidityMs, userCertValidityMs: this.options.userCertValidityMs },
       );
       this.stack.push(() => api.stop());
