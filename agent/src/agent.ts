@@ -43,6 +43,8 @@ export class Agent {
   /** Data sockets by their TCP connection (which outlives the outer TLS layer after the handoff). */
   private readonly pooled = new Set<net.Socket>();
   private readonly streams = new Set<net.Socket>();
+  /** On a claimed device: the user key and service of each live stream, re-checked when the owner's grants change. */
+  private readonly streamAccess = new Map<net.Socket, { key: string; service: string }>();
   private readonly udpSessions: UdpSessions;
   private readonly serial: SerialServices;
   private poolSize = 0;
@@ -196,7 +198,7 @@ export class Agent {
     try {
       if (!this.grants) throw new PortwayError('PW_GRANT_INVALID', 'this device was not claimed: it has no owner key to check grants with');
       const result = await this.grants.offer(cmd.grants);
-      if (result.changed) this.deps.log.info({ seq: result.seq }, 'agent.grants.updated');
+      if (result.changed) this.deps.log.info({ seq: result.seq, streamsEnded: this.endUngrantedStreams() }, 'agent.grants.updated');
       else this.deps.log.debug({ seq: result.seq }, 'agent.grants.unchanged');
       await control.reply(cmd.id, { ok: true }).catch(() => undefined);
     } catch (err) {
@@ -226,6 +228,18 @@ export class Agent {
       this.deps.log.warn({ code: err.code, reason: err.message }, 'agent.cert.renew_refused');
       await control.reply(cmd.id, err.toWire()).catch(() => undefined);
     }
+  }
+
+  /** After a grant change: streams whose key may no longer reach their service end now (reset, never a clean end). */
+  private endUngrantedStreams(): number {
+    let ended = 0;
+    for (const [socket, { key, service }] of this.streamAccess) {
+      if (this.grants?.decide(key, service, this.checkTime()).ok !== false) continue;
+      socket.destroy();
+      this.streamAccess.delete(socket);
+      ended++;
+    }
+    return ended;
   }
 
   private dial(token: string): void {
@@ -294,9 +308,14 @@ export class Agent {
         // handshakes would compete for the same CPU and delay the stream the user is waiting for.
         const wasPooled = this.pooled.delete(socket);
         this.streams.add(socket);
-        socket.once('close', () => this.streams.delete(socket));
+        socket.once('close', () => {
+          this.streams.delete(socket);
+          this.streamAccess.delete(socket);
+        });
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.grants, now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.grants, onAdmitted: (key) => {
+          if (!socket.destroyed) this.streamAccess.set(socket, { key, service: open.service });
+        }, now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

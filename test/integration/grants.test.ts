@@ -5,14 +5,14 @@
  * device; unshare re-signs and the device refuses again; an older signed set replayed by the relay operator (written
  * back into the store) and a set signed by another key are refused with coded log lines and lose nothing; a key the
  * relay substitutes for a grantee shows up in the owner's output and is kept out by --key-fingerprint; the grant set
- * survives relay and agent restarts. Run on SQLite and (smaller) on PostgreSQL.
+ * survives relay and agent restarts; withdrawing a grant ends the grantee's live stream at the device. Run on SQLite and (smaller) on PostgreSQL.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { signGrantSet } from '../../shared/grant-signature';
 import { isEvent, type ManagedProcess, type PortwayCluster } from '../../devtools/portway-cluster';
-import { Disposer, startCluster, startEchoServer } from '../helpers';
+import { collectBytes, connectTcp, Disposer, startCluster, startEchoServer } from '../helpers';
 import { addUser, CLAIM_RELAY_CONFIG, relayApi, runAs, startClaimAgent } from '../helpers/claims';
 import { createTestDatabase } from '../helpers/pg';
 
@@ -192,6 +192,19 @@ describe('owner grants on a claimed device', () => {
     expect(await asBob(['pipe', 'garden', 'web'])).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
     expect(await runAs(cluster, laptop, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
     expect((await alice(['shares', 'garden'])).stdout).toContain('signed device grants (set 7):');
+
+    // A live stream of bob's ends when the owner withdraws his key's grant, by the device alone (the relay's share stays).
+    const connect = cluster.spawnCli(['connect', 'garden', 'echo'], { XDG_CONFIG_HOME: bob.home });
+    disposer.add(() => connect.stop(), 'stop portway connect');
+    const port = Number(/:(\d+) ->/.exec(await connect.waitForLine((l) => l.startsWith('listening on '), 30_000, 'connect to listen'))?.[1]);
+    const app = await connectTcp(disposer, { host: '127.0.0.1', port }, { allowHalfOpen: false });
+    const bytes = collectBytes(app);
+    app.write(PAYLOAD);
+    expect((await bytes.waitForLength(PAYLOAD.length, 10_000)).toString()).toBe(PAYLOAD);
+    expect((await alice(['unshare', 'garden', 'bob', '--key-fingerprint', bobKey])).stdout).toBe(`revoked key ${bobKey} of bob on garden (grant set 8; delivered to the device)\n`);
+    await bytes.waitForEnd(10_000);
+    expect(JSON.parse(await nthEvent(garden.agent(), 'agent.grants.updated', 1))).toMatchObject({ seq: 8, streamsEnded: 1 });
+    expect(await asBob(['pipe', 'garden', 'echo'])).toEqual({ code: EXIT_FAILURE, stdout: '', stderr: REFUSED_NOT_OWNER });
   }, TEST_TIMEOUT_MS);
 
   it('on PostgreSQL: share, unshare and a relay restart', async () => {

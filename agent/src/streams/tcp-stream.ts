@@ -32,6 +32,8 @@ export async function runStream(
     log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions; serial: Omit<SerialStreamDeps, 'log'>;
     /** A claimed device's access rule (claim/grant-book.ts): its owner keys, and the keys its owner granted for the services granted. */
     access?: { decide(key: string, service: string, now: number): AccessDecision };
+    /** Told the user key a claimed device admitted, so the agent can end the stream when the owner's grants change. */
+    onAdmitted?: (key: string) => void;
     /** The time to check the user's certificate at: the system clock, or the time floor while the clock is not known (clock/time-floor.ts). */
     now?: () => number;
   },
@@ -89,9 +91,11 @@ export async function runStream(
     return fail(new PortwayError('PW_E2E_PEER_MISMATCH', 'the end-to-end client is not the user the relay announced'));
   }
   if (deps.access) {
-    const decision = deps.access.decide(certSpkiFingerprint(peer.raw), open.service, deps.now?.() ?? Date.now());
+    const key = certSpkiFingerprint(peer.raw);
+    const decision = deps.access.decide(key, open.service, deps.now?.() ?? Date.now());
     if (!decision.ok) return fail(decision.error);
     if (decision.via === 'grant') log.debug('agent.stream.granted');
+    deps.onAdmitted?.(key);
   }
   const service = deps.services.get(open.service);
   if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));
