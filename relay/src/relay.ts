@@ -91,7 +91,7 @@ export class Relay {
       this.stack.push(() => dataPlane.stop());
 
       const revocations = new DeviceRevocations(
-        { log: log.child({ component: 'revocations' }), store, now, targets: { disconnectDevice: (id) => broker.disconnectDevice(id), dropDevice: (id) => dataPlane.dropDevice(id) } },
+        { log: log.child({ component: 'revocations' }), store, now, targets: { disconnectDevice: (id) => broker.disconnectDevice(id), dropDevice: (id) => dataPlane.dropDevice(id), dropClientStreams: (filter) => dataPlane.dropClientStreams(filter) } },
         { pollMs: timers.revocationPollMs },
       );
       revocations.start();

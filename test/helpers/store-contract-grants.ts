@@ -68,6 +68,15 @@ export function describeGrantContract(factory: StoreFactory, ctx: () => Contract
       const certs = await store.listUserCerts(alice.id);
       expect(certs.map((c) => [c.fingerprint, c.keyFingerprint, c.revokedAt !== undefined])).toEqual([[FP('2'), FP('8'), false], [FP('1'), FP('7'), true]]);
       expect(() => store.listUserCerts('alice')).toThrow(TypeError);
+      // Revocations since a time, a revoked token's certificates included.
+      const { tokenId } = await store.createToken(alice.id);
+      await store.recordUserCert(alice.id, FP('3'), FP('9'), { tokenId });
+      setClock(clock + 5000);
+      await store.revokeToken(tokenId);
+      expect((await store.listRevokedUserCerts(clock)).map((c) => c.fingerprint)).toEqual([FP('1'), FP('3')]);
+      expect((await store.listRevokedUserCerts(clock + 1001)).map((c) => [c.fingerprint, c.revokedAt, c.token?.id])).toEqual([[FP('3'), clock + 5000, tokenId]]);
+      expect(await store.listRevokedUserCerts(clock + 5001)).toEqual([]);
+      expect(() => store.listRevokedUserCerts(Number.NaN)).toThrow(TypeError);
     });
 
     it('keeps grant sets across a reopen (a relay restart)', async () => {

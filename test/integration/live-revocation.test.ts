@@ -1,9 +1,12 @@
 /**
  * Revoking credentials ends live streams, not only new ones (real relay, agent and `portway connect`):
- * `portway token revoke` ends the streams opened with certificates issued under that token, and `portway unshare`
- * ends the unshared user's streams to that device; other users' streams carry on.
+ * `portway token revoke` ends the streams opened with certificates issued under that token, a token revoked in the
+ * store (as through another relay) ends them within the revocation poll, and `portway unshare` ends the unshared
+ * user's streams to that device; other users' streams carry on.
  */
 import type { Socket } from 'node:net';
+import path from 'node:path';
+import { SqliteStore } from '../../relay/src/store';
 import type { ManagedProcess, PortwayCluster } from '../../devtools/portway-cluster';
 import { collectBytes, connectTcp, Disposer, makeTempDir, startCluster, startEchoServer, type ByteCollector } from '../helpers';
 import { addUser, runAs } from '../helpers/claims';
@@ -54,6 +57,19 @@ describe('revocation ends live streams', () => {
     await onLaptop.bytes.waitForEnd(WAIT_MS);
     await main.roundTrip('still here\n');
     await ofBob.roundTrip('bob too\n');
+
+    // A token revoked elsewhere (another relay on the same database; here written into the store): the running
+    // relay's revocation poll ends the stream within about a second.
+    const other = await runAs(cluster, undefined, ['token', 'create']);
+    const otherId = /^token (tok_[a-z2-7]{16}),/.exec(other.stderr)?.[1] as string;
+    const desktop = await loginHome(cluster, disposer, other.stdout.trim());
+    const onDesktop = await openStream(disposer, cluster, desktop);
+    const store = await SqliteStore.open({ path: path.join(cluster.relayDir, 'relay.db') });
+    expect(await store.revokeToken(otherId)).toBe(true);
+    await store.close();
+    await onDesktop.bytes.waitForEnd(WAIT_MS);
+    expect(JSON.parse(await (cluster.relay as ManagedProcess).waitForLine((l) => l.includes('"msg":"relay.user_certs.revoked"'), WAIT_MS, 'relay.user_certs.revoked'))).toMatchObject({ streams: 1 });
+    await main.roundTrip('still here too\n');
 
     // Unsharing ends bob's stream at once; alice's carries on.
     expect((await runAs(cluster, undefined, ['unshare', cluster.deviceName, 'bob'])).code).toBe(0);

@@ -2,7 +2,8 @@
  * Owner grant sets (protocol/grants.ts) and what the relay needs to check and deliver them: the latest signed set
  * of each device, kept as received, replaced only by a higher sequence number (one guarded upsert, so racing
  * writers on any number of relays cannot lower it); the owner key a claimed device pinned (from its claim row);
- * the keys of a user's certificates (for `portway share` to show). Run by SqlStore over its driver.
+ * the keys of a user's certificates (for `portway share` to show); certificates revoked since a time (running relays
+ * poll them to end live streams). Run by SqlStore over its driver.
  */
 import { PortwayError } from '../../../protocol';
 import type { SqlExecutor } from './sql-driver';
@@ -61,5 +62,11 @@ export async function selectClaimOwnerKey(db: SqlExecutor, deviceId: string): Pr
 /** A user's certificates, newest first, at most MAX_LISTED_USER_CERTS. */
 export async function selectUserCerts(db: SqlExecutor, userId: string): Promise<UserCert[]> {
   const rows = await db.query<UserCertRow>(`${USER_CERT_SELECT} WHERE c.user_id = ? ORDER BY c.created_at DESC, c.fingerprint LIMIT ${MAX_LISTED_USER_CERTS}`, [userId]);
+  return rows.map(toUserCert);
+}
+
+/** User certificates revoked at or after `since` (store clock), oldest revocation first, at most 1000. */
+export async function selectRevokedUserCerts(db: SqlExecutor, since: number): Promise<UserCert[]> {
+  const rows = await db.query<UserCertRow>(`${USER_CERT_SELECT} WHERE c.revoked_at IS NOT NULL AND c.revoked_at >= ? ORDER BY c.revoked_at, c.fingerprint LIMIT 1000`, [since]);
   return rows.map(toUserCert);
 }

@@ -6,7 +6,7 @@
  */
 import { NAME_PATTERN, PortwayError } from '../../../protocol';
 import { answerClaim, completeClaim, insertClaim, offerClaim, selectClaim, withdrawOffer, type Claim, type ClaimedDevice, type ClaimOffer, type NewClaim } from './claim-store';
-import { MAX_GRANTS_TEXT_CHARS, selectClaimOwnerKey, selectGrants, selectUserCerts, upsertGrants, type DeviceGrants } from './grant-store';
+import { MAX_GRANTS_TEXT_CHARS, selectClaimOwnerKey, selectGrants, selectRevokedUserCerts, selectUserCerts, upsertGrants, type DeviceGrants } from './grant-store';
 import { isId, newId } from './ids';
 import { hashesEqual, hashSecret, isSecretShaped, newSecret } from './secrets';
 import type { SqlDriver, SqlExecutor } from './sql-driver';
@@ -418,6 +418,11 @@ export class SqlStore implements Store {
   listUserCerts(userId: string): Promise<UserCert[]> {
     checkId(userId, 'usr', 'userId');
     return this.#run((db) => selectUserCerts(db, userId));
+  }
+
+  listRevokedUserCerts(since: number): Promise<UserCert[]> {
+    if (!Number.isSafeInteger(since)) throw new TypeError('since must be an integer');
+    return this.#run((db) => selectRevokedUserCerts(db, since));
   }
 
   async #run<T>(job: (db: SqlExecutor) => Promise<T>): Promise<T> {

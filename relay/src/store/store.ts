@@ -193,6 +193,8 @@ export interface Store {
   getClaimOwnerKey(deviceId: string): Promise<string | undefined>;
   /** A user's certificates, revoked ones included, newest first, at most 100. */
   listUserCerts(userId: string): Promise<UserCert[]>;
+  /** User certificates revoked at or after `since` (store clock; a revoked token revokes its certificates), oldest revocation first, at most 1000: running relays poll it. */
+  listRevokedUserCerts(since: number): Promise<UserCert[]>;
 
   appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
   /** Newest first; at most `limit` (1..MAX_AUDIT_PAGE) entries with an id below `beforeId` when given. */
