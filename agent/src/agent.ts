@@ -11,6 +11,7 @@ import { parseHostPort } from '../../shared/relay-trust';
 import { ConcurrencyGate } from '../../shared/concurrency-gate';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
+import { DeviceAccess } from './claim/device-access';
 import { GrantBook } from './claim/grant-book';
 import { ControlChannel } from './control/control-channel';
 import { installRenewedCert } from './control/renewed-cert';
@@ -43,8 +44,6 @@ export class Agent {
   /** Data sockets by their TCP connection (which outlives the outer TLS layer after the handoff). */
   private readonly pooled = new Set<net.Socket>();
   private readonly streams = new Set<net.Socket>();
-  /** On a claimed device: the user key and service of each live stream, re-checked when the owner's grants change. */
-  private readonly streamAccess = new Map<net.Socket, { key: string; service: string }>();
   private readonly udpSessions: UdpSessions;
   private readonly serial: SerialServices;
   private poolSize = 0;
@@ -54,8 +53,8 @@ export class Agent {
   private poolExpiryTimer: NodeJS.Timeout | undefined;
   private telemetry: TelemetryReporter | undefined;
   private timeFloor: TimeFloor | undefined;
-  /** A claimed device's owner keys and owner grants; undefined for a device enrolled with a fleet key. */
-  private grants: GrantBook | undefined;
+  /** A claimed device's owner keys, owner grants and the streams they admitted; undefined for a device enrolled with a fleet key. */
+  private access: DeviceAccess | undefined;
 
   constructor(
     /** `vcgencmd`: its path when it is on PATH (main.ts looks), for the Pi's throttling state. */
@@ -87,8 +86,10 @@ export class Agent {
     this.identity = await this.enrollWithRetry(relay);
     const { keyPem, certPem, caPem, relayCaPem, deviceId, ownerKeys } = this.identity;
     if (ownerKeys) {
-      this.grants = new GrantBook({ log: log.child({ component: 'grants' }) }, { stateDir: this.config.stateDir, deviceId, ownerKeys });
-      await this.grants.load();
+      const book = new GrantBook({ log: log.child({ component: 'grants' }) }, { stateDir: this.config.stateDir, deviceId, ownerKeys });
+      await book.load();
+      this.access = new DeviceAccess({ log: log.child({ component: 'grants' }), now: this.checkTime }, book);
+      this.access.start();
     }
     const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
     this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
@@ -130,6 +131,7 @@ export class Agent {
     this.dropPool();
     this.telemetry?.stop();
     this.timeFloor?.stop();
+    this.access?.stop();
     await this.control?.stop();
     await this.serial.stop();
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
@@ -196,14 +198,14 @@ export class Agent {
     const control = this.control;
     if (!control) return;
     try {
-      if (!this.grants) throw new PortwayError('PW_GRANT_INVALID', 'this device was not claimed: it has no owner key to check grants with');
-      const result = await this.grants.offer(cmd.grants);
-      if (result.changed) this.deps.log.info({ seq: result.seq, streamsEnded: this.endUngrantedStreams() }, 'agent.grants.updated');
+      if (!this.access) throw new PortwayError('PW_GRANT_INVALID', 'this device was not claimed: it has no owner key to check grants with');
+      const result = await this.access.offer(cmd.grants);
+      if (result.changed) this.deps.log.info({ seq: result.seq, streamsEnded: result.streamsEnded }, 'agent.grants.updated');
       else this.deps.log.debug({ seq: result.seq }, 'agent.grants.unchanged');
       await control.reply(cmd.id, { ok: true }).catch(() => undefined);
     } catch (err) {
       if (!(err instanceof PortwayError)) throw err;
-      this.deps.log.warn({ code: err.code, reason: err.message, held: this.grants?.seq }, 'agent.grants.refused');
+      this.deps.log.warn({ code: err.code, reason: err.message, held: this.access?.book.seq }, 'agent.grants.refused');
       await control.reply(cmd.id, err.toWire()).catch(() => undefined);
     }
   }
@@ -228,18 +230,6 @@ export class Agent {
       this.deps.log.warn({ code: err.code, reason: err.message }, 'agent.cert.renew_refused');
       await control.reply(cmd.id, err.toWire()).catch(() => undefined);
     }
-  }
-
-  /** After a grant change: streams whose key may no longer reach their service end now (reset, never a clean end). */
-  private endUngrantedStreams(): number {
-    let ended = 0;
-    for (const [socket, { key, service }] of this.streamAccess) {
-      if (this.grants?.decide(key, service, this.checkTime()).ok !== false) continue;
-      socket.destroy();
-      this.streamAccess.delete(socket);
-      ended++;
-    }
-    return ended;
   }
 
   private dial(token: string): void {
@@ -308,14 +298,9 @@ export class Agent {
         // handshakes would compete for the same CPU and delay the stream the user is waiting for.
         const wasPooled = this.pooled.delete(socket);
         this.streams.add(socket);
-        socket.once('close', () => {
-          this.streams.delete(socket);
-          this.streamAccess.delete(socket);
-        });
+        socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.grants, onAdmitted: (key) => {
-          if (!socket.destroyed) this.streamAccess.set(socket, { key, service: open.service });
-        }, now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.access, onAdmitted: (key) => this.access?.track(socket, key, open.service), now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

@@ -6,6 +6,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import net from 'node:net';
+import { once } from 'node:events';
+import { DeviceAccess } from '../../agent/src/claim/device-access';
 import { GrantBook } from '../../agent/src/claim/grant-book';
 import { decodeSignedGrantSet, grantedServices, MAX_GRANT_ENTRIES, PortwayError, type GrantDocument, type SignedGrantSet } from '../../protocol';
 import { spkiOfKeyPem } from '../../shared/claim-tag';
@@ -146,5 +149,28 @@ describe('agent grant book', () => {
       expect(b.decide(OWNER_FP, 'ssh', 0).ok).toBe(true);
       expect(await b.offer(signGrantSet(doc(1), owner))).toEqual({ seq: 1, changed: true });
     }
+  });
+
+  it('ends live streams when a grant is withdrawn or expires; owner streams stay', async () => {
+    const dir = await makeTempDir(disposer);
+    const { book: b } = await book(dir);
+    const access = new DeviceAccess({ log: createLogger({ level: 'silent' }), now: Date.now }, b);
+    disposer.add(() => access.stop());
+    const soon = Date.now() + 300;
+    await access.offer(signGrantSet(doc(1, { entries: [{ key: BOB, user: 'bob', expiresAt: soon }, { key: CAROL, user: 'carol' }] }), owner));
+    access.start();
+    expect(b.nextExpiry(Date.now())).toBe(soon);
+    const sockets = { owner: new net.Socket(), bob: new net.Socket(), carol: new net.Socket() };
+    for (const socket of Object.values(sockets)) disposer.add(() => socket.destroy());
+    access.track(sockets.owner, OWNER_FP, 'ssh');
+    access.track(sockets.bob, BOB, 'ssh');
+    access.track(sockets.carol, CAROL, 'web');
+    const withdrawn = await access.offer(signGrantSet(doc(2, { entries: [{ key: BOB, user: 'bob', expiresAt: soon }] }), owner));
+    expect(withdrawn).toEqual({ seq: 2, changed: true, streamsEnded: 1 });
+    expect([sockets.owner.destroyed, sockets.bob.destroyed, sockets.carol.destroyed]).toEqual([false, false, true]);
+    await once(sockets.bob, 'close');
+    expect(Date.now()).toBeGreaterThanOrEqual(soon);
+    expect(sockets.owner.destroyed).toBe(false);
+    expect(b.nextExpiry(Date.now())).toBeUndefined();
   });
 });

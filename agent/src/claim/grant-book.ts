@@ -82,6 +82,13 @@ export class GrantBook {
     return { seq: verified.document.seq, changed: true };
   }
 
+  /** The earliest grant expiry after `now`, if any. */
+  nextExpiry(now: number): number | undefined {
+    let next: number | undefined;
+    for (const e of this.current?.document.entries ?? []) if (e.expiresAt !== undefined && e.expiresAt > now && (next === undefined || e.expiresAt < next)) next = e.expiresAt;
+    return next;
+  }
+
   /** May the user key `key` (SPKI SHA-256) reach `service` at `now`? */
   decide(key: string, service: string, now: number): AccessDecision {
     if (this.options.ownerKeys.has(key)) return { ok: true, via: 'owner' };
