@@ -101,15 +101,20 @@ export async function changeGrants(
   return { kind: 'signed', seq, keys: edited.keys, keysFrom: edited.keysFrom, delivered: put.delivered === true, entries: edited.entries };
 }
 
-/** The newest grant set this machine signed or the relay holds, verified as this machine's own (`portway shares`). */
-export async function currentGrants(device: string): Promise<{ seq: number; entries: readonly GrantEntry[] } | undefined> {
+/**
+ * The grant set the relay holds for `device` (`portway shares`), verified against the owner key: this machine's
+ * own when it claimed the device, else the one the relay names (`signer` says which; only the device's own check
+ * counts). Undefined when there is none, or it does not verify.
+ */
+export async function currentGrants(device: string): Promise<{ seq: number; entries: readonly GrantEntry[]; signer: 'this machine' | string } | undefined> {
   const s = await loadSettings(configDir());
   const info = grantInfoSchema.safeParse(await call<unknown>(s, 'GET', `/v1/devices/${encodeURIComponent(device)}/grants`));
   if (!info.success || !info.data.ownerKey || info.data.grants === undefined) return undefined;
+  const mine = myKeyFingerprint(s);
   const owners = new Set([info.data.ownerKey]);
   try {
     const { document } = verifyGrantSet(info.data.grants, { deviceId: info.data.deviceId, ownerKeys: owners });
-    return { seq: document.seq, entries: document.entries };
+    return { seq: document.seq, entries: document.entries, signer: info.data.ownerKey === mine ? 'this machine' : info.data.ownerKey };
   } catch (err) {
     if (err instanceof PortwayError && err.code === 'PW_GRANT_INVALID') return undefined;
     throw err;

@@ -22,9 +22,10 @@ export function formatGrantOutcome(device: string, user: string, outcome: GrantO
   return { stdout: lines.join(''), stderr: note };
 }
 
-export function formatGrants(grants: { seq: number; entries: readonly GrantEntry[] }): string {
+export function formatGrants(grants: { seq: number; entries: readonly GrantEntry[]; signer: string }): string {
   const rows = [['KEY', 'USER', 'SERVICES', 'EXPIRES'], ...grants.entries.map((e) => [e.key, e.user, e.services?.join(',') ?? 'all', iso(e.expiresAt)])];
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
-  return `\nsigned device grants (set ${grants.seq}):\n${table}\n`;
+  const signer = grants.signer === 'this machine' ? 'signed by this machine' : `signed by owner key ${grants.signer} (as the relay names it)`;
+  return `\nsigned device grants (set ${grants.seq}, ${signer}):\n${table}\n`;
 }

@@ -157,7 +157,7 @@ describe('owner grants on a claimed device', () => {
     // --key-fingerprint replaced only that key's entry: remove the relay's by fingerprint.
     expect((await alice(['unshare', 'garden', 'bob', '--key-fingerprint', 'f'.repeat(64)])).stdout).toBe(`revoked key ${'f'.repeat(64)} of bob on garden (grant set 5; delivered to the device)\n`);
     const listed = await alice(['shares', 'garden']);
-    expect(listed.stdout).toContain('signed device grants (set 5):');
+    expect(listed.stdout).toContain('signed device grants (set 5, signed by this machine):');
     expect(listed.stdout).toContain(`${bobKey}  bob   all`);
     expect(listed.stdout).not.toContain('f'.repeat(64));
     await nthEvent(garden.agent(), 'agent.grants.updated', 3);
@@ -175,6 +175,7 @@ describe('owner grants on a claimed device', () => {
     expect(self).toEqual({ code: 0, stdout: `granted key ${laptopKey} of alice on garden (grant set 6; delivered to the device)\n`, stderr: '' });
     await nthEvent(garden.agent(), 'agent.grants.updated', 4);
     expect(await runAs(cluster, laptop, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
+    expect((await runAs(cluster, laptop, ['shares', 'garden'])).stdout).toContain(`signed device grants (set 6, signed by owner key ${await keyOf(cluster, undefined)} (as the relay names it)):`);
 
     // An admin: the relay lets them in, the device does not, until the owner grants them.
     const carolAdded = await runAs(cluster, undefined, ['relay', 'user', 'add', 'carol', '--admin', '--data', cluster.relayDir]);
@@ -191,7 +192,7 @@ describe('owner grants on a claimed device', () => {
     expect(garden.agent().events('agent.grants.loaded')[0]).toMatchObject({ seq: 7 });
     expect(await asBob(['pipe', 'garden', 'web'])).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
     expect(await runAs(cluster, laptop, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
-    expect((await alice(['shares', 'garden'])).stdout).toContain('signed device grants (set 7):');
+    expect((await alice(['shares', 'garden'])).stdout).toContain('signed device grants (set 7, signed by this machine):');
 
     // A live stream of bob's ends when the owner withdraws his key's grant, by the device alone (the relay's share stays).
     const connect = cluster.spawnCli(['connect', 'garden', 'echo'], { XDG_CONFIG_HOME: bob.home });

@@ -88,6 +88,9 @@ describe('grant routes', () => {
     expect(audit.filter((o) => o === 'ok')).toHaveLength(2);
     expect(audit).toEqual(expect.arrayContaining(['PW_GRANT_STALE', 'PW_GRANT_INVALID', 'PW_BAD_REQUEST', 'PW_SCOPE_INSUFFICIENT', 'PW_NOT_AUTHORIZED']));
     expect(await routes()(request(alice, 'GET', '/v1/devices/garden/nothing'))).toBeUndefined();
+    // A row changed behind the relay's back is answered as no set (the owner's client builds on its own copy).
+    await store.putDeviceGrants({ deviceId: garden, seq: 9, grants: '{damaged', updatedBy: alice.user.id });
+    expect(await routes()(request(alice, 'GET', '/v1/devices/garden/grants'))).toEqual({ status: 200, body: { deviceId: garden, deviceName: 'garden', ownerKey: spkiFingerprint(spkiOfKeyPem(ownerKey)), seq: 9 } });
   });
 
   it("lists a user's current keys: unrevoked, within the certificate lifetime, each key once", async () => {

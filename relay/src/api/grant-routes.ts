@@ -49,7 +49,8 @@ export function grantRoutes(deps: { store: Store; delivery?: GrantDelivery; now:
       const device = await managedDevice(caller, pathSegment(grantsPath[1] as string));
       const ownerKey = await ownerKeyOf(device);
       const stored = await store.getDeviceGrants(device.id);
-      return { status: 200, body: { deviceId: device.id, deviceName: device.name, ...(ownerKey ? { ownerKey } : {}), seq: stored?.seq ?? 0, ...(stored ? { grants: JSON.parse(stored.grants) as unknown } : {}) } };
+      const grants = stored === undefined ? undefined : parseStored(stored.grants);
+      return { status: 200, body: { deviceId: device.id, deviceName: device.name, ...(ownerKey ? { ownerKey } : {}), seq: stored?.seq ?? 0, ...(grants === undefined ? {} : { grants }) } };
     }
     if (grantsPath && req.method === 'PUT') {
       const nameOrId = pathSegment(grantsPath[1] as string);
@@ -80,4 +81,14 @@ export function grantRoutes(deps: { store: Store; delivery?: GrantDelivery; now:
     }
     return undefined;
   };
+}
+
+/** A stored set as JSON, or undefined for a damaged row (the owner's client then builds on its own copy). */
+function parseStored(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    // A row changed behind the relay's back (it only ever stores JSON): answered as no set.
+    return undefined;
+  }
 }
