@@ -4,13 +4,18 @@
  * services granted, whatever the relay says: a relay-side share alone (a relay skipping its ACL) is refused by the
  * device; unshare re-signs and the device refuses again; an older signed set replayed by the relay operator (written
  * back into the store) and a set signed by another key are refused with coded log lines and lose nothing; a key the
- * relay substitutes for a grantee shows up in the owner's output and is kept out by --key-fingerprint; the grant set
+ * relay operator makes and certifies for a grantee is granted (and printed) when the owner trusts the relay's key
+ * list, and refused by the device once the owner pins the grantee's key with --key-fingerprint; the grant set
  * survives relay and agent restarts; withdrawing a grant ends the grantee's live stream at the device. Run on SQLite and (smaller) on PostgreSQL.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { loadCa } from '../../relay/src/data-dir';
+import { SqliteStore } from '../../relay/src/store';
+import { spkiOfKeyPem } from '../../shared/claim-tag';
 import { signGrantSet } from '../../shared/grant-signature';
+import { certFingerprint, generateKeyPair, spkiFingerprint } from '../../shared/x509';
 import { isEvent, type ManagedProcess, type PortwayCluster } from '../../devtools/portway-cluster';
 import { collectBytes, connectTcp, Disposer, startCluster, startEchoServer } from '../helpers';
 import { addUser, CLAIM_RELAY_CONFIG, relayApi, runAs, startClaimAgent } from '../helpers/claims';
@@ -142,25 +147,40 @@ describe('owner grants on a claimed device', () => {
     const refusedPut = await relayApi(cluster, { method: 'PUT', path: `/v1/devices/${deviceId}/grants`, token: cluster.token, body: { grants: forged } });
     expect([refusedPut.status, refusedPut.body.code]).toEqual([400, 'PW_GRANT_INVALID']);
 
-    // Put the store back to the truth (set 2) so the owner can go on; the operator then names a key of its own for bob.
+    // Put the store back to the truth (set 2) so the owner can go on. The operator then makes a key of its own,
+    // issues itself a certificate for bob with it from the relay CA, and records it: the relay now names two keys for bob.
     const restore = db();
     restore.prepare('DELETE FROM device_grants').run();
-    restore.prepare("INSERT INTO user_certs (fingerprint, user_id, key_fingerprint, created_at) SELECT ?, id, ?, ? FROM users WHERE name = 'bob'").run('e'.repeat(64), 'f'.repeat(64), Date.now() + 1000);
+    const bobId = restore.prepare<[], { id: string }>("SELECT id FROM users WHERE name = 'bob'").get()?.id as string;
     restore.close();
+    const impostorKeyPem = generateKeyPair().privateKeyPem;
+    const impostorCert = (await loadCa(cluster.relayDir)).issueUserCert({ userId: bobId, name: 'bob', publicKeySpkiDer: spkiOfKeyPem(impostorKeyPem), validityMs: 3_600_000 });
+    const impostorKey = spkiFingerprint(spkiOfKeyPem(impostorKeyPem));
+    const records = await SqliteStore.open({ path: path.join(cluster.relayDir, 'relay.db') });
+    await records.recordUserCert(bobId, certFingerprint(impostorCert), impostorKey);
+    await records.close();
+    const impostor = path.join(path.dirname(cluster.configHome), 'impostor');
+    await fs.cp(bob.home, impostor, { recursive: true });
+    await fs.writeFile(path.join(impostor, 'portway', 'user.key'), impostorKeyPem, { mode: 0o600 });
+    await fs.writeFile(path.join(impostor, 'portway', 'user.crt'), impostorCert, { mode: 0o600 });
+    // Without --key-fingerprint the owner trusts the relay for bob's keys: both are granted, and printed.
     const substituted = await alice(['share', 'garden', 'bob']);
     expect(substituted.code).toBe(0);
-    expect(substituted.stdout).toContain(`granted key ${'f'.repeat(64)} of bob on garden (grant set 3;`);
+    expect(substituted.stdout).toContain(`granted key ${impostorKey} of bob on garden (grant set 3;`);
     expect(substituted.stdout).toContain(`granted key ${bobKey} of bob on garden (grant set 3;`);
+    expect(substituted.stderr).toContain("bob's keys were named by the relay");
+    await nthEvent(garden.agent(), 'agent.grants.updated', 1);
+    expect(await runAs(cluster, impostor, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
+    // With the key bob read out (portway key), only his is granted: the operator's certificate is refused by the device.
+    expect((await alice(['unshare', 'garden', 'bob'])).stdout).toContain('(grant set 4; delivered to the device)');
     const pinned = await alice(['share', 'garden', 'bob', '--key-fingerprint', bobKey]);
-    expect(pinned).toMatchObject({ code: 0, stderr: '' });
-    expect(pinned.stdout).toContain(`granted key ${bobKey} of bob on garden (grant set 4; delivered to the device)\n`);
-    // --key-fingerprint replaced only that key's entry: remove the relay's by fingerprint.
-    expect((await alice(['unshare', 'garden', 'bob', '--key-fingerprint', 'f'.repeat(64)])).stdout).toBe(`revoked key ${'f'.repeat(64)} of bob on garden (grant set 5; delivered to the device)\n`);
+    expect(pinned).toEqual({ code: 0, stdout: `shared garden with bob: all services\ngranted key ${bobKey} of bob on garden (grant set 5; delivered to the device)\n`, stderr: '' });
     const listed = await alice(['shares', 'garden']);
     expect(listed.stdout).toContain('signed device grants (set 5, signed by this machine):');
     expect(listed.stdout).toContain(`${bobKey}  bob   all`);
-    expect(listed.stdout).not.toContain('f'.repeat(64));
+    expect(listed.stdout).not.toContain(impostorKey);
     await nthEvent(garden.agent(), 'agent.grants.updated', 3);
+    expect(await runAs(cluster, impostor, ['pipe', 'garden', 'echo'], PAYLOAD)).toEqual({ code: EXIT_FAILURE, stdout: '', stderr: REFUSED_NOT_OWNER });
     expect(await asBob(['pipe', 'garden', 'web'])).toEqual({ code: 0, stdout: PAYLOAD, stderr: '' });
 
     // The owner's second machine: another key, refused until granted with `share garden alice --key-fingerprint`.
