@@ -23,7 +23,7 @@ import { configDir, loadSettings, type ClientSettings } from './settings';
 const API_TIMEOUT_MS = 15_000;
 const FINGERPRINT = /^[0-9a-f]{64}$/;
 
-const grantInfoSchema = z.object({ deviceId: z.string(), deviceName: z.string(), ownerKey: z.string().regex(FINGERPRINT).optional(), seq: z.number().int().nonnegative(), grants: z.unknown().optional() });
+const grantInfoSchema = z.object({ deviceId: z.string(), deviceName: z.string(), ownerKey: z.string().regex(FINGERPRINT).optional(), seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER - 1), grants: z.unknown().optional() });
 const userKeysSchema = z.object({ userId: z.string(), userName: z.string(), keys: z.array(z.object({ fingerprint: z.string().regex(FINGERPRINT), since: z.number() })).max(100) });
 const localFileSchema = z.record(z.string(), signedGrantSetSchema);
 
