@@ -296,29 +296,54 @@ token
 
 program
   .command('share <device> <user>')
-  .description('let another user reach a device you own: every service, or only those given')
+  .description("let another user reach a device you own: every service, or only those given. On a device this machine claimed, also signs a grant the device checks itself (USER may be you: your other machines' keys)")
   .option('--service <name>', 'a service to share (repeatable; default: all)', collect, [])
-  .action(async (device: string, user: string, o: { service: string[] }) => {
-    const { share } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
-    const result = await share({ device, user, services: o.service });
-    process.stdout.write(`shared ${result.deviceName} with ${result.userName}: ${result.services?.join(',') ?? 'all services'}\n`);
+  .option('--key-fingerprint <sha256>', "grant exactly this user key (from \"portway key\" on their machine; repeatable) instead of the keys the relay names", collect, [])
+  .option('--expires <duration>', 'the device stops honouring the grant after this long, e.g. 12h, 30d (default: never)')
+  .action(async (device: string, user: string, o: { service: string[]; keyFingerprint: string[]; expires?: string }) => {
+    const { shareDevice } = load<typeof import('../client/src/share-commands.js')>('../client/src/share-commands');
+    const { formatGrantOutcome } = load<typeof import('../client/src/share-report.js')>('../client/src/share-report');
+    const result = await shareDevice({ device, user, services: o.service, keyFingerprints: o.keyFingerprint, expires: o.expires });
+    if (result.share) process.stdout.write(`shared ${result.share.deviceName} with ${result.share.userName}: ${result.share.services?.join(',') ?? 'all services'}\n`);
+    const report = formatGrantOutcome(device, user, result.grant, 'granted');
+    process.stdout.write(report.stdout);
+    process.stderr.write(report.stderr);
   });
 program
   .command('unshare <device> <user>')
-  .description('stop sharing a device with a user')
-  .action(async (device: string, user: string) => {
-    const { unshare } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
-    await unshare({ device, user });
-    process.stdout.write(`${device} is no longer shared with ${user}\n`);
+  .description("stop sharing a device with a user; on a device this machine claimed, also re-signs its grants without them")
+  .option('--key-fingerprint <sha256>', 'remove only the grant of this key (repeatable); the relay share stays', collect, [])
+  .action(async (device: string, user: string, o: { keyFingerprint: string[] }) => {
+    const { unshareDevice } = load<typeof import('../client/src/share-commands.js')>('../client/src/share-commands');
+    const { formatGrantOutcome } = load<typeof import('../client/src/share-report.js')>('../client/src/share-report');
+    const result = await unshareDevice({ device, user, keyFingerprints: o.keyFingerprint });
+    if (result.removedShare) process.stdout.write(`${device} is no longer shared with ${user}\n`);
+    const report = formatGrantOutcome(device, user, result.grant, 'revoked');
+    process.stdout.write(report.stdout);
+    process.stderr.write(report.stderr);
+  });
+program
+  .command('key')
+  .description("print this machine's user key fingerprint (SPKI SHA-256): give it to a device owner for portway share --key-fingerprint")
+  .action(async () => {
+    const { ownKeyFingerprint } = load<typeof import('../client/src/device-grants.js')>('../client/src/device-grants');
+    process.stdout.write(`${await ownKeyFingerprint()}\n`);
   });
 program
   .command('shares [device]')
-  .description('who a device you own is shared with; without a device, what is shared with you')
-  .option('--json', 'machine-readable output')
+  .description("who a device you own is shared with (and, for a claimed device, the keys its owner's signed grant set names); without a device, what is shared with you")
+  .option('--json', 'machine-readable output (the relay shares; the signed grants are printed as text only)')
   .action(async (device: string | undefined, o: { json?: boolean }) => {
     const { listShares, formatShares } = load<typeof import('../client/src/account-commands.js')>('../client/src/account-commands');
     const shares = await listShares(device);
-    process.stdout.write(o.json ? `${JSON.stringify(shares, null, 2)}\n` : formatShares(shares));
+    if (device === undefined || o.json) {
+      process.stdout.write(o.json ? `${JSON.stringify(shares, null, 2)}\n` : formatShares(shares));
+      return;
+    }
+    const { currentGrants } = load<typeof import('../client/src/device-grants.js')>('../client/src/device-grants');
+    const { formatGrants } = load<typeof import('../client/src/share-report.js')>('../client/src/share-report');
+    const grants = await currentGrants(device);
+    process.stdout.write(formatShares(shares) + (grants ? formatGrants(grants) : ''));
   });
 
 program

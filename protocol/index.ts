@@ -11,3 +11,4 @@ export * from './serial-streams';
 export * from './tls-records';
 export * from './claim-code';
 export * from './claim-binding';
+export * from './grants';

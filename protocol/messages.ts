@@ -6,6 +6,7 @@
  */
 import * as z from 'zod';
 import { NAME_PATTERN } from './constants';
+import { signedGrantSetSchema } from './grants';
 
 export const nameSchema = z.string().regex(NAME_PATTERN, 'must be 1-63 characters: letters, digits, ".", "_" or "-", starting with a letter or digit');
 export const idSchema = z.string().regex(/^[a-z]{3}_[a-z2-7]{16}$/, 'must be a Portway ID');
@@ -78,11 +79,19 @@ export const poolCommandSchema = z.object({ type: z.literal('pool'), ...requestB
  */
 export const certCommandSchema = z.object({ type: z.literal('cert'), ...requestBase, certificate: z.string().min(1).max(8192) });
 
-export const deviceCommandSchema = z.discriminatedUnion('type', [dialCommandSchema, poolCommandSchema, certCommandSchema]);
+/**
+ * Relay hands the agent the latest owner-signed grant set of the device (protocol/grants.ts): sent when the owner
+ * changes it and each time the device comes online. The agent verifies it against its pinned owner keys, keeps it
+ * only if its sequence number is above the one it holds, and replies (PW_GRANT_INVALID, PW_GRANT_STALE).
+ */
+export const grantsCommandSchema = z.object({ type: z.literal('grants'), ...requestBase, grants: signedGrantSetSchema });
+
+export const deviceCommandSchema = z.discriminatedUnion('type', [dialCommandSchema, poolCommandSchema, certCommandSchema, grantsCommandSchema]);
 export type DeviceCommand = z.infer<typeof deviceCommandSchema>;
 export type DialCommand = z.infer<typeof dialCommandSchema>;
 export type PoolCommand = z.infer<typeof poolCommandSchema>;
 export type CertCommand = z.infer<typeof certCommandSchema>;
+export type GrantsCommand = z.infer<typeof grantsCommandSchema>;
 
 /** The minimal envelope every command has, to answer unknown types with PW_UNKNOWN_MESSAGE. */
 export const commandEnvelopeSchema = z.object({ type: z.string().max(64), ...requestBase });

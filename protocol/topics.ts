@@ -3,7 +3,7 @@
  *
  *   pw/v1/dev/{deviceId}/status     device -> all    retained DeviceStatus; last will { online: false }
  *   pw/v1/dev/{deviceId}/services   device -> all    retained DeviceServices
- *   pw/v1/dev/{deviceId}/cmd        relay  -> device DeviceCommand (dial, pool)
+ *   pw/v1/dev/{deviceId}/cmd        relay  -> device DeviceCommand (dial, pool, cert, grants)
  *   pw/v1/dev/{deviceId}/reply      device -> relay  CommandReply
  *   pw/v1/dev/{deviceId}/telemetry  device -> relay  retained DeviceTelemetry, QoS 0 (the latest sample; may be dropped)
  *

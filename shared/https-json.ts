@@ -6,7 +6,7 @@ import { isIpLiteral, relayTlsError } from './relay-trust';
 export interface ApiRequest {
   readonly relay: { host: string; port: number };
   readonly caPem: string;
-  readonly method: 'GET' | 'POST' | 'DELETE';
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   readonly path: string;
   readonly body?: unknown;
   readonly token?: string;

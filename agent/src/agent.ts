@@ -5,12 +5,14 @@
 import { X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { PortwayError, type CertCommand, type DeviceCommand, type ServiceInfo } from '../../protocol';
+import { PortwayError, type CertCommand, type DeviceCommand, type GrantsCommand, type ServiceInfo } from '../../protocol';
 import type { Logger } from '../../shared/logger';
 import { parseHostPort } from '../../shared/relay-trust';
 import { ConcurrencyGate } from '../../shared/concurrency-gate';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { AgentConfig, ServiceConfig } from './config';
+import { DeviceAccess } from './claim/device-access';
+import { GrantBook } from './claim/grant-book';
 import { ControlChannel } from './control/control-channel';
 import { installRenewedCert } from './control/renewed-cert';
 import { TimeFloor } from './clock/time-floor';
@@ -51,6 +53,8 @@ export class Agent {
   private poolExpiryTimer: NodeJS.Timeout | undefined;
   private telemetry: TelemetryReporter | undefined;
   private timeFloor: TimeFloor | undefined;
+  /** A claimed device's owner keys, owner grants and the streams they admitted; undefined for a device enrolled with a fleet key. */
+  private access: DeviceAccess | undefined;
 
   constructor(
     /** `vcgencmd`: its path when it is on PATH (main.ts looks), for the Pi's throttling state. */
@@ -80,7 +84,13 @@ export class Agent {
     const log = this.deps.log;
     const relay = parseHostPort(this.config.relay);
     this.identity = await this.enrollWithRetry(relay);
-    const { keyPem, certPem, caPem, relayCaPem, deviceId } = this.identity;
+    const { keyPem, certPem, caPem, relayCaPem, deviceId, ownerKeys } = this.identity;
+    if (ownerKeys) {
+      const book = new GrantBook({ log: log.child({ component: 'grants' }) }, { stateDir: this.config.stateDir, deviceId, ownerKeys });
+      await book.load();
+      this.access = new DeviceAccess({ log: log.child({ component: 'grants' }), now: this.checkTime }, book);
+      this.access.start();
+    }
     const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
     this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
     this.caX509 = new X509Certificate(caPem);
@@ -121,6 +131,7 @@ export class Agent {
     this.dropPool();
     this.telemetry?.stop();
     this.timeFloor?.stop();
+    this.access?.stop();
     await this.control?.stop();
     await this.serial.stop();
     // UDP sessions have no end of their own but the idle timeout: end them now, like a client's close.
@@ -177,6 +188,25 @@ export class Agent {
       this.fillPool();
     } else if (cmd.type === 'cert') {
       this.useRenewedCert(cmd).catch((err: unknown) => this.deps.log.error({ err }, 'agent.cert.renew_failed'));
+    } else if (cmd.type === 'grants') {
+      this.useGrants(cmd).catch((err: unknown) => this.deps.log.error({ err }, 'agent.grants.failed'));
+    }
+  }
+
+  /** The owner's signed grant set, from the relay: kept only if it verifies and is newer (claim/grant-book.ts). */
+  private async useGrants(cmd: GrantsCommand): Promise<void> {
+    const control = this.control;
+    if (!control) return;
+    try {
+      if (!this.access) throw new PortwayError('PW_GRANT_INVALID', 'this device was not claimed: it has no owner key to check grants with');
+      const result = await this.access.offer(cmd.grants);
+      if (result.changed) this.deps.log.info({ seq: result.seq, streamsEnded: result.streamsEnded }, 'agent.grants.updated');
+      else this.deps.log.debug({ seq: result.seq }, 'agent.grants.unchanged');
+      await control.reply(cmd.id, { ok: true }).catch(() => undefined);
+    } catch (err) {
+      if (!(err instanceof PortwayError)) throw err;
+      this.deps.log.warn({ code: err.code, reason: err.message, held: this.access?.book.seq }, 'agent.grants.refused');
+      await control.reply(cmd.id, err.toWire()).catch(() => undefined);
     }
   }
 
@@ -270,7 +300,7 @@ export class Agent {
         this.streams.add(socket);
         socket.once('close', () => this.streams.delete(socket));
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, ownerKeys: this.identity?.ownerKeys, now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.access, onAdmitted: (key) => this.access?.track(socket, key, open.service), now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

@@ -6,6 +6,7 @@
  *   ca.crt             the relay CA (verifies devices in end-to-end sessions)
  *   relay-ca.crt       verifies the relay's TLS certificate
  *   known_devices.json device ID -> pinned key fingerprint (first use, then enforced)
+ *   device-grants.json device ID -> the last grant set this machine signed as a device's owner (device-grants.ts)
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';

@@ -16,6 +16,7 @@ import type { RelayOptions } from './config';
 import { DeviceRegistry } from './control/device-registry';
 import { DeviceRevocations } from './control/device-revocations';
 import { CertRenewal } from './control/cert-renewal';
+import { GrantDelivery } from './control/grant-delivery';
 import { checkDeviceCert } from './access';
 import { PortwayError } from '../../protocol';
 import { DataPlane, type DataPlaneStats } from './data/data-plane';
@@ -88,7 +89,7 @@ export class Relay {
       this.stack.push(() => dataPlane.stop());
 
       const revocations = new DeviceRevocations(
-        { log: log.child({ component: 'revocations' }), store, now, targets: { disconnectDevice: (id) => broker.disconnectDevice(id), dropDevice: (id) => dataPlane.dropDevice(id) } },
+        { log: log.child({ component: 'revocations' }), store, now, targets: { disconnectDevice: (id) => broker.disconnectDevice(id), dropDevice: (id) => dataPlane.dropDevice(id), dropClientStreams: (filter) => dataPlane.dropClientStreams(filter) } },
         { pollMs: timers.revocationPollMs },
       );
       revocations.start();
@@ -98,13 +99,17 @@ export class Relay {
       await renewal.start();
       this.stack.push(() => renewal.stop());
 
+      const grants = new GrantDelivery({ log: log.child({ component: 'grants' }), store, mqtt, registry, now }, { commandTtlMs: timers.dialTimeoutMs });
+      grants.start();
+      this.stack.push(() => grants.stop());
+
       const claims = new ClaimService(
         { log: log.child({ component: 'claims' }), store, ca, now, misbehaviour: this.deps.misbehaviour },
         { ...this.options.claims, deviceCertValidityMs: this.options.deviceCertValidityMs },
       );
       this.stack.push(() => claims.stop());
       const api = new HttpApi(
-        { log: log.child({ component: 'api' }), store, ca, registry, claims, revocations },
+        { log: log.child({ component: 'api' }), store, ca, registry, claims, revocations, grants, streams: dataPlane },
         { maxBodyBytes: limits.maxHttpBodyBytes, requestTimeoutMs: timers.httpRequestTimeoutMs, deviceCertValidityMs: this.options.deviceCertValidityMs, userCertValidityMs: this.options.userCertValidityMs },
       );
       this.stack.push(() => api.stop());

@@ -55,7 +55,7 @@ export async function runAs(cluster: PortwayCluster, home: string | undefined, a
 
 /** A second user: `relay user add NAME`, logged in with their own config home. */
 export async function addUser(cluster: PortwayCluster, disposer: Disposer, name: string): Promise<{ home: string; token: string }> {
-  const added = await runAs(cluster, undefined, ['relay', 'user', 'add', name, '--data', cluster.relayDir]);
+  const added = await runAs(cluster, undefined, ['relay', 'user', 'add', name, '--data', cluster.relayDir, ...cluster.dbArgs]);
   if (added.code !== 0) throw new Error(`user add failed: ${added.stderr}`);
   const token = added.stdout.trim();
   const home = await makeTempDir(disposer, `portway-home-${name}-`);
@@ -65,7 +65,7 @@ export async function addUser(cluster: PortwayCluster, disposer: Disposer, name:
 }
 
 export interface ApiCall {
-  readonly method: 'GET' | 'POST';
+  readonly method: 'GET' | 'POST' | 'PUT';
   readonly path: string;
   readonly token?: string;
   readonly body?: unknown;

@@ -9,6 +9,7 @@
 import { PortwayError, idSchema, type ErrorCode } from '../../protocol';
 import type { Store, User } from '../../relay/src/store';
 import { describeClaimContract } from './store-contract-claims';
+import { describeGrantContract } from './store-contract-grants';
 import { describeStoreContractMore } from './store-contract-more';
 
 export interface StoreContractDeps {
@@ -312,6 +313,7 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
     describeStoreContractMore(factory, () => ({ store, clock, setClock: (ms: number) => (clock = ms) }));
     describeClaimContract(() => ({ store, clock, setClock: (ms: number) => (clock = ms) }));
+    describeGrantContract(factory, () => ({ store, clock, setClock: (ms: number) => (clock = ms) }));
 
     describe('close', () => {
       it('is idempotent and makes later calls reject with PW_SHUTTING_DOWN', async () => {

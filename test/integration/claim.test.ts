@@ -100,10 +100,10 @@ describe('claim codes', () => {
     // Single use.
     expect(await runAs(cluster, bob.home, ['claim', gardenCode])).toMatchObject({ code: EXIT_FAILURE, stderr: 'portway: PW_CLAIM_USED: this claim code was already used\n' });
 
-    // A user the relay lets through (alice shares with bob) but whose key the device never pinned: refused inside E2E.
-    expect((await runAs(cluster, undefined, ['share', 'garden', 'bob'])).code).toBe(0);
+    // A user the relay lets through (a relay-side share, no owner grant) but whose key the device never pinned: refused inside E2E.
+    expect((await relayApi(cluster, { method: 'POST', path: '/v1/shares', token: cluster.token, body: { device: 'garden', user: 'bob' } })).status).toBe(200);
     const refused = await runAs(cluster, bob.home, ['pipe', 'garden', 'echo'], PAYLOAD);
-    expect(refused).toMatchObject({ code: EXIT_FAILURE, stdout: '', stderr: 'portway: PW_E2E_OWNER_KEY_MISMATCH: this device accepts only the owner key pinned when it was claimed\n' });
+    expect(refused).toMatchObject({ code: EXIT_FAILURE, stdout: '', stderr: 'portway: PW_E2E_OWNER_KEY_MISMATCH: this device accepts only its owner keys and keys its owner granted\n' });
 
     // Racing claims of one device: exactly one wins, the other is told why.
     const race = await Promise.all([runAs(cluster, undefined, ['claim', shedCode]), runAs(cluster, bob.home, ['claim', shedCode])]);

@@ -22,9 +22,9 @@ describe('relay store through the CLI', () => {
     const data = path.join(await makeTempDir(disposer), 'relay');
     expect((await portway(['relay', 'init', '--data', data])).code).toBe(0);
     const db = new Database(path.join(data, 'relay.db'));
-    db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (4, 0)').run();
+    db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (5, 0)').run();
     db.close();
-    const line = "portway: PW_STORE_UNSUPPORTED: database schema version 4 is newer than this relay's 3\n";
+    const line = "portway: PW_STORE_UNSUPPORTED: database schema version 5 is newer than this relay's 4\n";
     expect(await portway(['relay', 'user', 'add', 'alice', '--data', data])).toMatchObject({ code: EXIT_FAILURE, stderr: line, stdout: '' });
     const port = await findFreePort();
     expect(await portway(['relay', '--data', data, '--listen', `127.0.0.1:${port}`, '--log-level', 'silent'])).toMatchObject({ code: EXIT_FAILURE, stderr: line });
@@ -50,7 +50,7 @@ describe('relay store through the CLI', () => {
     disposer.add(() => pg.drop(), 'drop test database');
     const data = path.join(await makeTempDir(disposer), 'relay');
     expect((await portway(['relay', 'init', '--data', data, '--db', pg.url])).code).toBe(0);
-    expect((await pg.query('SELECT version FROM schema_migrations ORDER BY version')).rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+    expect((await pg.query('SELECT version FROM schema_migrations ORDER BY version')).rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
     const added = await portway(['relay', 'user', 'add', 'alice', '--admin', '--data', data, '--db', pg.url]);
     expect(added.code).toBe(0);
     const store = await PgStore.open({ url: pg.url });

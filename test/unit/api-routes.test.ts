@@ -71,7 +71,7 @@ describe('token routes', () => {
     const admin = await authAs('root', { isAdmin: true });
     await expect(call(routes(), request(bob, 'DELETE', `/v1/tokens/${alice.token.id}`))).rejects.toMatchObject({ code: 'PW_NOT_FOUND' });
     await expect(call(routes(), request(bob, 'DELETE', '/v1/tokens/%E0%A4%A'))).rejects.toMatchObject({ code: 'PW_BAD_REQUEST' });
-    expect(await call(routes(), request(bob, 'DELETE', `/v1/tokens/${bob.token.id}`))).toEqual({ status: 200, body: { ok: true, tokenId: bob.token.id } });
+    expect(await call(routes(), request(bob, 'DELETE', `/v1/tokens/${bob.token.id}`))).toEqual({ status: 200, body: { ok: true, tokenId: bob.token.id, streamsEnded: 0 } });
     expect(await call(routes(), request(admin, 'DELETE', `/v1/tokens/${alice.token.id}`))).toMatchObject({ status: 200 });
     expect((await store.getToken(alice.token.id))?.revokedAt).toBe(NOW);
     const audit = await store.listAudit({ limit: 10 });
@@ -99,7 +99,7 @@ describe('share routes and the audit route', () => {
     await expect(call(routes, request(bob, 'DELETE', '/v1/shares/pi/bob'))).rejects.toMatchObject({ code: 'PW_NOT_AUTHORIZED' });
     await expect(call(routes, request(bob, 'GET', '/v1/shares?device=pi'))).rejects.toMatchObject({ code: 'PW_NOT_AUTHORIZED' });
     expect((await call(routes, request(bob, 'GET', '/v1/shares')))?.body).toEqual({ shares: [(shared as ApiReply).body] });
-    expect(await call(routes, request(admin, 'DELETE', '/v1/shares/pi/bob'))).toEqual({ status: 200, body: { ok: true } });
+    expect(await call(routes, request(admin, 'DELETE', '/v1/shares/pi/bob'))).toEqual({ status: 200, body: { ok: true, streamsEnded: 0 } });
     expect(await store.getShare(pi.id, bob.user.id)).toBeUndefined();
 
     const audit = auditRoutes({ store });

@@ -46,9 +46,9 @@ describe('PgStore on a server', () => {
     await Promise.all(Array.from({ length: 4 }, () => open(url)));
     const schema = /search_path%3D(\w+)/.exec(url)?.[1] as string;
     const versions = await database().query(`SELECT version FROM ${schema}.schema_migrations ORDER BY version`);
-    expect(versions.rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+    expect(versions.rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
     const tables = await database().query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name', [schema]);
-    expect(tables.rows.map((r: { table_name: string }) => r.table_name)).toEqual(['api_tokens', 'audit_log', 'claims', 'devices', 'enroll_keys', 'schema_migrations', 'shares', 'user_certs', 'users']);
+    expect(tables.rows.map((r: { table_name: string }) => r.table_name)).toEqual(['api_tokens', 'audit_log', 'claims', 'device_grants', 'devices', 'enroll_keys', 'schema_migrations', 'shares', 'user_certs', 'users']);
   });
 
   it('lets exactly one of several relays (separate pools) use a single-use enrollment key', async () => {

@@ -59,7 +59,7 @@ describe('SqliteStore on disk', () => {
     const probe = new Database(path, { readonly: true });
     try {
       expect(probe.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(probe.prepare('SELECT version FROM schema_version ORDER BY version').all()).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+      expect(probe.prepare('SELECT version FROM schema_version ORDER BY version').all()).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
     } finally {
       probe.close();
     }
@@ -76,7 +76,7 @@ describe('SqliteStore on disk', () => {
     expect((await second.authenticateToken(token)).user).toEqual(alice);
     await second.close();
     const probe = new Database(path, { readonly: true });
-    expect(probe.prepare('SELECT COUNT(*) AS n FROM schema_version').get()).toEqual({ n: 3 });
+    expect(probe.prepare('SELECT COUNT(*) AS n FROM schema_version').get()).toEqual({ n: 4 });
     probe.close();
   });
 

@@ -3,7 +3,8 @@
  *   claim.json  (0600)  { code, pollToken, isOwn }: the code it waits to be claimed with (isOwn: it made the
  *                       code itself) and the token that authenticates its long polls; removed once claimed
  *   owners.json (0644)  { owners: [SHA-256 hex of SPKI] }: owner keys pinned at claim time (after their MAC
- *                       verified); end-to-end sessions from any other user key are refused
+ *                       verified); end-to-end sessions from any other user key are refused unless the owner
+ *                       granted it (grants.json, grant-book.ts)
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';

@@ -1,7 +1,8 @@
 /**
  * One stream on the device: a data socket that received STREAM_OPEN (and handed off: its outer TLS layer is
  * gone) carries the inner TLS session on its TCP connection, the agent being its server. The agent checks
- * the user's certificate against the identity the relay announced, checks the service against its own
+ * the user's certificate against the identity the relay announced, on a claimed device its key against the owner
+ * keys and the owner's grants (claim/grant-book.ts), checks the service against its own
  * allow-list (whatever the relay says), connects to the local service, reports the outcome in E2E_STATUS (inside the end-to-end session, so the relay can
  * neither read nor forge it), and pumps bytes.
  */
@@ -13,6 +14,7 @@ import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
 import { certFingerprint, certSpkiFingerprint } from '../../../shared/x509';
+import type { AccessDecision } from '../claim/grant-book';
 import type { ServiceConfig } from '../config';
 import type { DataSocket } from '../data-socket';
 import { runSerialStream, type SerialStreamDeps } from './serial-stream';
@@ -28,8 +30,10 @@ export interface TcpStreamOptions {
 export async function runStream(
   deps: {
     log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; services: ReadonlyMap<string, ServiceConfig>; udpSessions: UdpSessions; serial: Omit<SerialStreamDeps, 'log'>;
-    /** A claimed device's pinned owner keys (SPKI SHA-256): any other user key is refused. */
-    ownerKeys?: ReadonlySet<string>;
+    /** A claimed device's access rule (claim/grant-book.ts): its owner keys, and the keys its owner granted for the services granted. */
+    access?: { decide(key: string, service: string, now: number): AccessDecision };
+    /** Told the user key a claimed device admitted, so the agent can end the stream when the owner's grants change. */
+    onAdmitted?: (key: string) => void;
     /** The time to check the user's certificate at: the system clock, or the time floor while the clock is not known (clock/time-floor.ts). */
     now?: () => number;
   },
@@ -86,8 +90,12 @@ export async function runStream(
   if (certFingerprint(peer.raw) !== open.user.certFingerprint) {
     return fail(new PortwayError('PW_E2E_PEER_MISMATCH', 'the end-to-end client is not the user the relay announced'));
   }
-  if (deps.ownerKeys && !deps.ownerKeys.has(certSpkiFingerprint(peer.raw))) {
-    return fail(new PortwayError('PW_E2E_OWNER_KEY_MISMATCH', 'this device accepts only the owner key pinned when it was claimed'));
+  if (deps.access) {
+    const key = certSpkiFingerprint(peer.raw);
+    const decision = deps.access.decide(key, open.service, deps.now?.() ?? Date.now());
+    if (!decision.ok) return fail(decision.error);
+    if (decision.via === 'grant') log.debug('agent.stream.granted');
+    deps.onAdmitted?.(key);
   }
   const service = deps.services.get(open.service);
   if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));

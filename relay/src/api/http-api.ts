@@ -29,9 +29,11 @@ import type { ClaimService } from '../claims/claim-service';
 import { auditRoutes } from './audit-routes';
 import { claimRoutes, deviceClaimRoute } from './claim-routes';
 import { deviceRoutes } from './device-routes';
+import { grantRoutes } from './grant-routes';
+import type { GrantDelivery } from '../control/grant-delivery';
 import type { DeviceRevocations } from '../control/device-revocations';
 import { shareRoutes } from './share-routes';
-import { tokenRoutes } from './token-routes';
+import { tokenRoutes, type ClientStreams } from './token-routes';
 
 const enrollSchema = z.object({ enrollKey: z.string().min(1).max(256), name: nameSchema, csr: z.string().min(1).max(8192) });
 const loginSchema = z.object({ csr: z.string().min(1).max(8192) });
@@ -60,6 +62,8 @@ const STATUS_FOR: Partial<Record<ErrorCode, number>> = {
   PW_CLAIM_EXPIRED: 410,
   PW_RATE_LIMITED: 429,
   PW_DEVICE_REVOKED: 403,
+  PW_GRANT_INVALID: 400,
+  PW_GRANT_STALE: 409,
 };
 
 export interface HttpApiOptions {
@@ -90,7 +94,7 @@ export class HttpApi {
   private readonly awaitingRequest = new WeakMap<object, NodeJS.Timeout>();
 
   constructor(
-    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry; claims?: ClaimService; revocations?: DeviceRevocations },
+    private readonly deps: { log: Logger; store: Store; ca: CertificateAuthority; registry: DeviceRegistry; claims?: ClaimService; revocations?: DeviceRevocations; grants?: GrantDelivery; streams?: ClientStreams },
     private readonly options: HttpApiOptions,
   ) {
     // Node checks the request and header deadlines every connectionsCheckingInterval (30 s by default): check
@@ -98,7 +102,8 @@ export class HttpApi {
     this.server = http.createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: options.requestTimeoutMs, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     });
-    this.routes = [tokenRoutes({ store: deps.store, now: Date.now }), shareRoutes({ store: deps.store }), auditRoutes({ store: deps.store }), ...(deps.claims ? [claimRoutes(deps.claims)] : []), ...(deps.revocations ? [deviceRoutes({ store: deps.store, revocations: deps.revocations })] : [])];
+    this.routes = [tokenRoutes({ store: deps.store, now: Date.now, streams: deps.streams }), shareRoutes({ store: deps.store, streams: deps.streams }), auditRoutes({ store: deps.store }), ...(deps.claims ? [claimRoutes(deps.claims)] : []), ...(deps.revocations ? [deviceRoutes({ store: deps.store, revocations: deps.revocations })] : []),
+      grantRoutes({ store: deps.store, delivery: deps.grants, now: Date.now, userCertValidityMs: options.userCertValidityMs })];
     this.server.on('request', (req: http.IncomingMessage) => clearTimeout(this.awaitingRequest.get(req.socket)));
     this.server.on('clientError', (err, socket) => {
       this.deps.log.info({ code: (err as NodeJS.ErrnoException).code }, 'relay.http.client_error');

@@ -6,14 +6,16 @@
  *   POST   /v1/shares  { device, user, services? }       -> ShareView                 (owner or admin; scope connect)
  *   DELETE /v1/shares/:device/:user                      -> { ok: true }              (owner or admin; scope connect)
  *
- * POST replaces an existing share of that device with that user. Changes are audited, refusals included.
- * The relay enforces shares (access.ts canReach); carrying them to the device is not done yet.
+ * POST replaces an existing share of that device with that user. DELETE also ends that user's streams to the
+ * device on this relay. Changes are audited, refusals included. The relay enforces shares (access.ts canReach);
+ * on a claimed device the owner's signed grants (grant-routes.ts) are what the device itself enforces.
  */
 import * as z from 'zod';
 import { nameSchema, PortwayError } from '../../../protocol';
 import { canManageShares, canReach } from '../access';
 import { MAX_SHARED_SERVICES, type Device, type Share, type Store, type User } from '../store';
 import { audited, parseBody, pathSegment, requireScope, type ApiReply, type ApiRequest } from './api-route';
+import type { ClientStreams } from './token-routes';
 
 const shareSchema = z.object({ device: nameSchema, user: nameSchema, services: z.array(nameSchema).min(1).max(MAX_SHARED_SERVICES).optional() });
 
@@ -27,7 +29,7 @@ export interface ShareView {
   readonly createdBy: string;
 }
 
-export function shareRoutes(deps: { store: Store }): (req: ApiRequest) => Promise<ApiReply | undefined> {
+export function shareRoutes(deps: { store: Store; streams?: ClientStreams }): (req: ApiRequest) => Promise<ApiReply | undefined> {
   const { store } = deps;
 
   /** The one device `nameOrId` names that `user` may manage shares of. */
@@ -95,7 +97,9 @@ export function shareRoutes(deps: { store: Store }): (req: ApiRequest) => Promis
         const device = await managedDevice(caller, deviceName);
         const user = await userNamed(userName);
         if (!(await store.unshareDevice(device.id, user.id))) throw new PortwayError('PW_NOT_FOUND', `${device.name} is not shared with ${user.name}`);
-        return { status: 200, body: { ok: true } };
+        // An admin reaches every device without a share: their streams stay.
+        const streamsEnded = user.isAdmin ? 0 : (deps.streams?.dropClientStreams({ deviceId: device.id, userId: user.id }) ?? 0);
+        return { status: 200, body: { ok: true, streamsEnded } };
       });
     }
     return undefined;

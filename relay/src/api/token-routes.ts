@@ -7,7 +7,8 @@
  *
  * A token never begets more than it has: the new token's scope is at most the caller's, and when the caller's
  * token expires the new one expires no later. Users revoke their own tokens; admins any token. Revoking a
- * token revokes the user certificates issued with it (store.revokeToken). Creation and revocation are audited.
+ * token revokes the user certificates issued with it (store.revokeToken) and ends the streams this relay carries for
+ * them (DataPlane.dropClientStreams). Creation and revocation are audited.
  */
 import * as z from 'zod';
 import { PortwayError } from '../../../protocol';
@@ -27,7 +28,12 @@ export interface TokenView extends ApiToken {
   readonly current: boolean;
 }
 
-export function tokenRoutes(deps: { store: Store; now: () => number }): (req: ApiRequest) => Promise<ApiReply | undefined> {
+/** Live streams to end when credentials go (DataPlane.dropClientStreams). */
+export interface ClientStreams {
+  dropClientStreams(filter: { readonly deviceId?: string; readonly userId?: string; readonly certFingerprints?: ReadonlySet<string> }): number;
+}
+
+export function tokenRoutes(deps: { store: Store; now: () => number; streams?: ClientStreams }): (req: ApiRequest) => Promise<ApiReply | undefined> {
   const { store } = deps;
   return async (req) => {
     const { user, token: caller } = req.auth;
@@ -63,7 +69,10 @@ export function tokenRoutes(deps: { store: Store; now: () => number }): (req: Ap
         // Someone else's token answers like a missing one: token IDs are not for probing.
         if (!token || (token.userId !== user.id && !user.isAdmin)) throw new PortwayError('PW_NOT_FOUND', 'no such token');
         await store.revokeToken(token.id);
-        return { status: 200, body: { ok: true, tokenId: token.id } };
+        // Streams opened with certificates issued under this token end now, not only new ones.
+        const certs = (await store.listUserCerts(token.userId)).filter((c) => c.token?.id === token.id);
+        const streams = certs.length === 0 ? 0 : (deps.streams?.dropClientStreams({ userId: token.userId, certFingerprints: new Set(certs.map((c) => c.fingerprint)) }) ?? 0);
+        return { status: 200, body: { ok: true, tokenId: token.id, streamsEnded: streams } };
       });
     }
     return undefined;

@@ -4,7 +4,9 @@
  * written elsewhere (`portway relay device revoke` with the relay running, another relay sharing PostgreSQL) and
  * ends their sessions too. Ending = the device's MQTT connections (EmbeddedBroker.disconnectDevice) and its
  * pooled data sockets, waiting dials, primed client sockets and spliced streams (DataPlane.dropDevice). New ones
- * are refused where they authenticate (access.ts checkDeviceCert: PW_DEVICE_REVOKED).
+ * are refused where they authenticate (access.ts checkDeviceCert: PW_DEVICE_REVOKED). The same poll finds user
+ * certificates revoked since (a token revoked through any relay, or in the store) and ends the streams their
+ * clients hold here (DataPlane.dropClientStreams); new ones are refused at open (access.ts checkCertToken).
  *
  * Revocation times are the store's clock; the poll reads from (last poll start − POLL_OVERLAP_MS) so a row
  * written while a poll ran is not missed, and ignores devices it already enforced (bounded set).
@@ -19,6 +21,8 @@ const MAX_REMEMBERED = 10_000;
 export interface RevocationTargets {
   disconnectDevice(deviceId: string): number;
   dropDevice(deviceId: string): number;
+  /** Streams and primed sockets of clients that authenticated with one of these user certificates (DataPlane.dropClientStreams). */
+  dropClientStreams(filter: { readonly certFingerprints: ReadonlySet<string> }): number;
 }
 
 export interface DeviceRevocationsOptions {
@@ -89,6 +93,12 @@ export class DeviceRevocations {
     try {
       const revoked = await this.deps.store.listRevokedDevices(this.since);
       for (const device of revoked) if (!this.enforced.has(device.id)) this.enforce(device.id, 'poll');
+      // User certificates revoked elsewhere (a token revoked through another relay): their live streams end here too.
+      const certs = await this.deps.store.listRevokedUserCerts(this.since);
+      if (certs.length > 0) {
+        const streams = this.deps.targets.dropClientStreams({ certFingerprints: new Set(certs.map((c) => c.fingerprint)) });
+        if (streams > 0) this.deps.log.info({ certificates: certs.length, streams }, 'relay.user_certs.revoked');
+      }
       this.since = started - POLL_OVERLAP_MS;
     } catch (err) {
       if (err instanceof PortwayError && err.code === 'PW_SHUTTING_DOWN') return;

@@ -302,7 +302,7 @@ export class DataPlane {
       );
   }
 
-  // ---- revocation (relay/src/control/device-revocations.ts calls dropDevice)
+  // ---- revocation (relay/src/control/device-revocations.ts calls dropDevice; the token and share routes dropClientStreams)
 
   private trackLive(deviceId: string, pair: readonly [Connection, Connection], isOpen: boolean): void {
     const set = this.liveStreams.get(deviceId) ?? new Set();
@@ -321,6 +321,33 @@ export class DataPlane {
       dropConnection(agent, { reset: true });
     }
     return live.length;
+  }
+
+  /**
+   * Revoked user credentials (a token and the certificates issued with it) or a removed share: the matching clients'
+   * spliced streams and primed sockets end now (reset). `deviceId` narrows it to one device; `userId` to one user;
+   * `certFingerprints` to the clients that authenticated with one of these certificates.
+   */
+  dropClientStreams(filter: { readonly deviceId?: string; readonly userId?: string; readonly certFingerprints?: ReadonlySet<string> }): number {
+    const matches = (peer: { readonly id?: string; readonly certFingerprint?: string }): boolean =>
+      (filter.userId === undefined || peer.id === filter.userId) &&
+      (filter.certFingerprints === undefined || (peer.certFingerprint !== undefined && filter.certFingerprints.has(peer.certFingerprint)));
+    let dropped = 0;
+    for (const [deviceId, set] of [...this.liveStreams]) {
+      if (filter.deviceId !== undefined && deviceId !== filter.deviceId) continue;
+      for (const [client, agent] of [...set]) {
+        if (!matches(client.peer)) continue;
+        dropConnection(client, { reset: true });
+        dropConnection(agent, { reset: true });
+        dropped++;
+      }
+    }
+    for (const p of [...this.primed]) {
+      if ((filter.deviceId !== undefined && p.deviceId !== filter.deviceId) || !matches(p.conn.peer)) continue;
+      this.untrackPrimed(p.conn);
+      dropConnection(p.conn, { reset: true });
+    }
+    return dropped;
   }
 
   private deviceOffline(deviceId: string, reason = new PortwayError('PW_DEVICE_OFFLINE')): void {

@@ -2,6 +2,7 @@
 export type { ApiToken, AuditEntry, CreatedEnrollKey, CreatedToken, Device, EnrollKeyUse, NewAuditEntry, NewDevice, Share, Store, TokenAuth, TokenScope, User, UserCert } from './store';
 export { TOKEN_SCOPES } from './store';
 export type { Claim, ClaimedDevice, ClaimOffer, ClaimState, NewClaim } from './claim-store';
+export { MAX_GRANTS_TEXT_CHARS, type DeviceGrants } from './grant-store';
 export { MAX_AUDIT_PAGE, MAX_ENROLL_KEY_USES, MAX_SHARED_SERVICES } from './store-checks';
 export { SqlStore, type StoreDeps } from './sql-store';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite-store';

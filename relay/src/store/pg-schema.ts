@@ -97,4 +97,16 @@ export const PG_MIGRATIONS: readonly string[] = [
     claimed_at BIGINT
   );
   `,
+  // 4: the latest owner-signed grant set of each claimed device (protocol/grants.ts), kept as received; seq only rises;
+  // user certificates by revocation time (running relays poll them to end live streams).
+  `
+  CREATE TABLE device_grants (
+    device_id TEXT PRIMARY KEY REFERENCES devices (id),
+    seq BIGINT NOT NULL,
+    grants TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+  );
+  CREATE INDEX user_certs_by_revoked ON user_certs (revoked_at);
+  `,
 ];

@@ -6,6 +6,7 @@
  */
 import { NAME_PATTERN, PortwayError } from '../../../protocol';
 import { answerClaim, completeClaim, insertClaim, offerClaim, selectClaim, withdrawOffer, type Claim, type ClaimedDevice, type ClaimOffer, type NewClaim } from './claim-store';
+import { MAX_GRANTS_TEXT_CHARS, selectClaimOwnerKey, selectGrants, selectRevokedUserCerts, selectUserCerts, upsertGrants, type DeviceGrants } from './grant-store';
 import { isId, newId } from './ids';
 import { hashesEqual, hashSecret, isSecretShaped, newSecret } from './secrets';
 import type { SqlDriver, SqlExecutor } from './sql-driver';
@@ -390,6 +391,40 @@ export class SqlStore implements Store {
   // ---- internals
 
   /** Run one database job; codeless failures become PW_INTERNAL. */
+  // ---- owner grant sets (grant-store.ts)
+
+  putDeviceGrants(entry: { readonly deviceId: string; readonly seq: number; readonly grants: string; readonly updatedBy: string }): Promise<DeviceGrants> {
+    checkId(entry.deviceId, 'dev', 'deviceId');
+    if (!Number.isSafeInteger(entry.seq) || entry.seq < 1) throw new RangeError('seq must be a positive integer');
+    if (typeof entry.grants !== 'string' || entry.grants.length === 0 || entry.grants.length > MAX_GRANTS_TEXT_CHARS) throw new RangeError(`grants must be 1..${MAX_GRANTS_TEXT_CHARS} characters`);
+    checkAuditText(entry.updatedBy, 'updatedBy', false);
+    const stored: DeviceGrants = { deviceId: entry.deviceId, seq: entry.seq, grants: entry.grants, updatedAt: this.#now(), updatedBy: entry.updatedBy };
+    return this.#run(async (db) => {
+      await upsertGrants(db, stored);
+      return stored;
+    });
+  }
+
+  getDeviceGrants(deviceId: string): Promise<DeviceGrants | undefined> {
+    checkString(deviceId, 'deviceId');
+    return this.#run((db) => (isId(deviceId, 'dev') ? selectGrants(db, deviceId) : Promise.resolve(undefined)));
+  }
+
+  getClaimOwnerKey(deviceId: string): Promise<string | undefined> {
+    checkString(deviceId, 'deviceId');
+    return this.#run((db) => (isId(deviceId, 'dev') ? selectClaimOwnerKey(db, deviceId) : Promise.resolve(undefined)));
+  }
+
+  listUserCerts(userId: string): Promise<UserCert[]> {
+    checkId(userId, 'usr', 'userId');
+    return this.#run((db) => selectUserCerts(db, userId));
+  }
+
+  listRevokedUserCerts(since: number): Promise<UserCert[]> {
+    if (!Number.isSafeInteger(since)) throw new TypeError('since must be an integer');
+    return this.#run((db) => selectRevokedUserCerts(db, since));
+  }
+
   async #run<T>(job: (db: SqlExecutor) => Promise<T>): Promise<T> {
     if (this.#state === 'closed') throw new PortwayError('PW_SHUTTING_DOWN', 'store is closed');
     try {

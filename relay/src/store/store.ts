@@ -124,6 +124,7 @@ export interface AuditEntry {
 export type NewAuditEntry = Omit<AuditEntry, 'id' | 'at'>;
 
 import type { Claim, ClaimedDevice, ClaimOffer, NewClaim } from './claim-store';
+import type { DeviceGrants } from './grant-store';
 
 export interface Store {
   createUser(name: string, options?: { readonly isAdmin?: boolean }): Promise<User>;
@@ -184,6 +185,16 @@ export interface Store {
   withdrawClaimOffer(claimId: string, offerId: string): Promise<boolean>;
   /** offered -> claimed with the new device row, atomically. */
   completeClaim(claimId: string, offerId: string, device: ClaimedDevice): Promise<Device>;
+
+  /** Owner grant sets (grant-store.ts): store a newer set; PW_GRANT_STALE when the stored seq is not lower, PW_UNKNOWN_DEVICE. One guarded statement. */
+  putDeviceGrants(entry: { readonly deviceId: string; readonly seq: number; readonly grants: string; readonly updatedBy: string }): Promise<DeviceGrants>;
+  getDeviceGrants(deviceId: string): Promise<DeviceGrants | undefined>;
+  /** Base64 SPKI of the owner key pinned when the device was claimed; undefined for enrolled (or unknown) devices. */
+  getClaimOwnerKey(deviceId: string): Promise<string | undefined>;
+  /** A user's certificates, revoked ones included, newest first, at most 100. */
+  listUserCerts(userId: string): Promise<UserCert[]>;
+  /** User certificates revoked at or after `since` (store clock; a revoked token revokes its certificates), oldest revocation first, at most 1000: running relays poll it. */
+  listRevokedUserCerts(since: number): Promise<UserCert[]>;
 
   appendAudit(entry: NewAuditEntry): Promise<AuditEntry>;
   /** Newest first; at most `limit` (1..MAX_AUDIT_PAGE) entries with an id below `beforeId` when given. */
