@@ -17,7 +17,7 @@
  *
  * Version history: v1 (this).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { PortwayError } from './errors';
 import { NAME_PATTERN } from './constants';
 

@@ -11,7 +11,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { PortwayError, signedGrantSetSchema, type GrantEntry, type SignedGrantSet } from '../../protocol';
 import { spkiOfKeyPem } from '../../shared/claim-tag';
 import { signGrantSet, verifyGrantSet } from '../../shared/grant-signature';

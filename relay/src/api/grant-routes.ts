@@ -13,7 +13,7 @@
  * within userCertValidityMs; the relay could lie about them, which is why `portway share` prints them and takes
  * `--key-fingerprint`.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { PortwayError, signedGrantSetSchema } from '../../../protocol';
 import { verifyGrantSet } from '../../../shared/grant-signature';
 import { spkiFingerprint } from '../../../shared/x509';
