@@ -75,6 +75,11 @@ export class FaultConnection {
     else this.connectUpstream();
   }
 
+  /** Bytes forwarded so far in each direction (upstream: client to upstream). */
+  forwardedBytes(direction: Direction): number {
+    return this.links[direction].forwardedBytes;
+  }
+
   /** Re-reads the toxics in both directions. */
   refresh(): void {
     this.links.upstream.refresh();

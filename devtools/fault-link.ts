@@ -59,6 +59,8 @@ const MAX_PACED_PIECE_BYTES = 16 * 1024;
 const PACING_QUANTUM_MS = 20;
 
 export class FaultLink {
+  /** Bytes this link wrote to its sink. */
+  forwardedBytes = 0;
   /** Chunks in flight; `queue[head]` is the oldest (a deque without O(n) shift). */
   private queue: Chunk[] = [];
   private head = 0;
@@ -233,6 +235,7 @@ export class FaultLink {
 
   private write(piece: Buffer): void {
     this.deps.counters.bytesOut += piece.length;
+    this.forwardedBytes += piece.length;
     if (this.deps.sink.write(piece)) return;
     this.sinkState = 'blocked';
     this.deps.sink.once('drain', () => {

@@ -96,6 +96,8 @@ export class FaultProxy extends EventEmitter {
     downstream: { bytesIn: 0, bytesOut: 0, bytesDropped: 0 },
   };
   private resetPeerTimeoutMs: number | null = null;
+  /** Per-connection toxics (setConnectionBlackhole), by connection id. */
+  private readonly overrides = new Map<number, Record<Direction, DirectionToxics>>();
   private nextId = 1;
   private connectionsAccepted = 0;
   private upstreamConnectFailures = 0;
@@ -175,6 +177,28 @@ export class FaultProxy extends EventEmitter {
     this.update(direction, (toxics) => (toxics.isBlackholed = isBlackholed));
   }
 
+  /**
+   * Blackhole one connection only (by the id of its 'connection' event), in one or both directions; the
+   * proxy-wide toxics stay as they are for the others. `false` gives it the proxy-wide toxics back.
+   */
+  setConnectionBlackhole(id: number, direction: DirectionSelector, isBlackholed: boolean): void {
+    const connection = [...this.connections].find((c) => c.id === id);
+    if (!connection) throw new Error(`no open connection ${id}`);
+    if (!isBlackholed) {
+      this.overrides.delete(id);
+    } else {
+      const own = this.overrides.get(id) ?? { upstream: { ...this.toxics.upstream }, downstream: { ...this.toxics.downstream } };
+      for (const d of DIRECTIONS) if (direction === 'both' || direction === d) own[d].isBlackholed = true;
+      this.overrides.set(id, own);
+    }
+    connection.refresh();
+  }
+
+  /** Each open connection's id and the bytes it forwarded each way, for picking one out by its traffic. */
+  connectionStats(): Array<{ readonly id: number; readonly upstreamBytes: number; readonly downstreamBytes: number }> {
+    return [...this.connections].map((c) => ({ id: c.id, upstreamBytes: c.forwardedBytes('upstream'), downstreamBytes: c.forwardedBytes('downstream') }));
+  }
+
   setPaused(direction: DirectionSelector, isPaused: boolean): void {
     this.update(direction, (toxics) => (toxics.isPaused = isPaused));
   }
@@ -234,18 +258,20 @@ export class FaultProxy extends EventEmitter {
       return;
     }
     this.connectionsAccepted += 1;
+    const id = this.nextId++;
     const connection = new FaultConnection(
-      this.nextId++,
+      id,
       {
         client,
         upstreamAddress: this.options.upstream,
-        toxics: (direction) => this.toxics[direction],
+        toxics: (direction) => this.overrides.get(id)?.[direction] ?? this.toxics[direction],
         counters: this.counters,
         random: this.options.random ?? Math.random,
         onUpstreamFailed: () => (this.upstreamConnectFailures += 1),
         onReset: () => (this.resets += 1),
         onClosed: (closed) => {
           this.connections.delete(closed);
+          this.overrides.delete(closed.id);
           this.emit('connection-closed', closed.id);
         },
       },

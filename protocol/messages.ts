@@ -43,7 +43,8 @@ export const streamOpenSchema = z.object({
 });
 export type StreamOpen = z.infer<typeof streamOpenSchema>;
 
-export const e2eStatusSchema = z.discriminatedUnion('ok', [z.object({ ok: z.literal(true) }), failureSchema]);
+/** `heartbeatMs`: the device's heartbeat interval for this stream (protocol/e2e-frames.ts); absent: no liveness check. */
+export const e2eStatusSchema = z.discriminatedUnion('ok', [z.object({ ok: z.literal(true), heartbeatMs: z.number().int().min(100).max(600_000).optional() }), failureSchema]);
 export type E2eStatus = z.infer<typeof e2eStatusSchema>;
 
 // ---- MQTT control messages ----

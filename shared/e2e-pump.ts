@@ -7,6 +7,11 @@
  * - Abort: if the inner session ends or fails before its FIN arrived, or the local side fails, the other
  *   side is reset (RST for sockets), never ended cleanly, so an application never mistakes a cut stream
  *   for a complete one.
+ * - Liveness (protocol/e2e-frames.ts HEARTBEAT): with a heartbeat interval, a side that wrote nothing for an
+ *   interval sends a heartbeat (until both FINs), and a side that heard nothing for DEAD_AFTER_HEARTBEATS
+ *   intervals while it was reading aborts: a silent path (blackholed, NAT mapping gone) ends the stream
+ *   instead of hanging it. Time in which this side itself held its reading back (its local sink was full)
+ *   does not count. The agent passes its interval; the forward proxy takes the device's from E2E_STATUS.
  */
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -15,6 +20,7 @@ import {
   e2eStatusSchema,
   encodeChunkHeader,
   encodeFin,
+  encodeHeartbeat,
   errorFromWire,
   FrameDecoder,
   FrameType,
@@ -48,7 +54,12 @@ export interface PumpOptions {
    * here would tell it (and through it the far end) that the stream ended in order; a reset says it was cut.
    */
   readonly transport?: Socket;
+  /** Heartbeat interval of this side (the agent's); the forward proxy's comes from the device's E2E_STATUS. */
+  readonly heartbeatMs?: number;
 }
+
+/** A stream that heard nothing (data or heartbeat) for this many of its heartbeat intervals is dead. */
+export const DEAD_AFTER_HEARTBEATS = 3;
 
 export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Promise<PumpResult> {
   return new Promise<PumpResult>((resolve) => {
@@ -61,6 +72,11 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     let gotFin = false;
     let settled = false;
     let graceTimer: NodeJS.Timeout | undefined;
+    let heartbeatTimer: NodeJS.Timeout | undefined;
+    let wroteAt = Date.now();
+    let heardAt = Date.now();
+    /** This side stopped reading the inner session because its local sink is full. */
+    let isHoldingReads = false;
 
     const cleanup = (): void => {
       local.off('data', onLocalData);
@@ -81,6 +97,7 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       if (settled) return;
       settled = true;
       if (graceTimer) clearTimeout(graceTimer);
+      if (heartbeatTimer) clearInterval(heartbeatTimer);
       cleanup();
       resolve({ outcome, reason, bytesToLocal, bytesFromLocal, error: refusal });
     };
@@ -107,8 +124,23 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       graceTimer.unref();
     };
 
+    const startHeartbeats = (intervalMs: number): void => {
+      heartbeatTimer = setInterval(() => {
+        if (sentFin && gotFin) return;
+        const now = Date.now();
+        if (now - wroteAt >= intervalMs && inner.writable) {
+          inner.write(encodeHeartbeat());
+          wroteAt = now;
+        }
+        const silentMs = now - heardAt;
+        if (!isHoldingReads && silentMs > DEAD_AFTER_HEARTBEATS * intervalMs) abort(`nothing from the peer for ${silentMs} ms (heartbeats every ${intervalMs} ms): the path is dead`);
+      }, Math.max(50, Math.floor(intervalMs / 2)));
+      heartbeatTimer.unref();
+    };
+
     const onLocalData = (chunk: Buffer): void => {
       bytesFromLocal += chunk.length;
+      wroteAt = Date.now();
       let ok = true;
       inner.cork();
       for (let offset = 0; offset < chunk.length; offset += MAX_E2E_CHUNK_BYTES) {
@@ -124,6 +156,7 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     };
     const onLocalEnd = (): void => {
       sentFin = true;
+      wroteAt = Date.now();
       inner.write(encodeFin());
       maybeFinish();
     };
@@ -137,16 +170,21 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     const onChunkEvent = (event: ChunkEvent): void => {
       if (event.kind === 'data') {
         bytesToLocal += event.data.length;
-        if (!local.write(event.data)) inner.pause();
+        if (!local.write(event.data)) {
+          isHoldingReads = true;
+          inner.pause();
+        }
       } else if (event.kind === 'fin') {
         gotFin = true;
         local.end();
         maybeFinish();
-      } else {
+      } else if (event.kind === 'error') {
         abort(`bad end-to-end framing: ${event.reason}`);
       }
+      // A heartbeat carries nothing: that it arrived (heardAt) is all it says.
     };
     const onInnerData = (data: Buffer): void => {
+      heardAt = Date.now();
       if (statusDecoder) {
         const result = statusDecoder.push(data);
         if (result.kind === 'need-more') return;
@@ -165,12 +203,17 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
           abort(refusal.message);
           return;
         }
+        if (status.data.heartbeatMs !== undefined) startHeartbeats(status.data.heartbeatMs);
         if (result.rest.length === 0) return;
         data = result.rest;
       }
       decoder.push(data, onChunkEvent);
     };
     const onLocalDrain = (): void => {
+      if (isHoldingReads) {
+        isHoldingReads = false;
+        heardAt = Date.now();
+      }
       if (!gotFin) inner.resume();
     };
     const onInnerEnd = (): void => {
@@ -199,6 +242,7 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     // opening, or the peer while the agent connected to its service): settle now instead of never.
     if (local.destroyed) abort('local connection closed before the stream started');
     else if (inner.destroyed) abort('end-to-end session closed before the stream started');
+    else if (options.heartbeatMs !== undefined) startHeartbeats(options.heartbeatMs);
   });
 }
 

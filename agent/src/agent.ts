@@ -304,6 +304,7 @@ export class Agent {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,
+          heartbeatMs: this.config.timers.streamHeartbeatMs,
         }, () => {
           if (wasPooled) this.fillPool();
         }).catch((err: unknown) => this.deps.log.error({ err }, 'agent.stream.failed'));

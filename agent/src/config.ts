@@ -59,6 +59,11 @@ export const agentTimersSchema = z
     /** STREAM_OPEN on a dialed socket, and the inner TLS handshake. */
     streamHandshakeTimeoutMs: z.number().int().positive().default(10_000),
     closeGraceMs: z.number().int().positive().default(10_000),
+    /**
+     * Each stream sends a heartbeat after this long without data (both ends: the client adopts it from the
+     * device), and a stream that hears nothing for 3 of these is reset: a dead path ends within ~60 s.
+     */
+    streamHeartbeatMs: z.number().int().min(100).max(600_000).default(20_000),
     /** How often the agent checks that each serial service's device path exists (unplug / replug). */
     serialPollMs: z.number().int().min(100).max(60_000).default(1_000),
   })

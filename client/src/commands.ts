@@ -132,7 +132,7 @@ export async function pipe(options: { device: string; service: string }, stdio: 
   const streams = await opener(options.device, options.service, 0);
   const stream = await streams.open();
   const local = Duplex.from({ readable: stdio.stdin, writable: stdio.stdout });
-  const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw });
+  const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw, ...(stream.heartbeatMs !== undefined ? { heartbeatMs: stream.heartbeatMs } : {}) });
   return result.outcome === 'complete';
 }
 

@@ -66,7 +66,7 @@ export async function runConsole(options: ConsoleOptions, stdio: ConsoleStdio): 
   stdio.stdin.once('end', onEnd);
   const local = Duplex.from({ readable: keys, writable: stdio.stdout });
   try {
-    const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw });
+    const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw, ...(stream.heartbeatMs !== undefined ? { heartbeatMs: stream.heartbeatMs } : {}) });
     say(hasLeft ? 'left the console' : result.outcome === 'complete' ? 'the device ended the stream' : `stream cut: ${result.reason ?? 'unknown'}`);
     return hasLeft ? 'left' : result.outcome;
   } finally {

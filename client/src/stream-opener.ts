@@ -44,6 +44,8 @@ export interface OpenedStream {
   readonly raw: net.Socket;
   readonly deviceId: string;
   readonly streamId: string;
+  /** The device's heartbeat interval from its E2E_STATUS (read here when awaitStatus), for pumpE2E. */
+  readonly heartbeatMs?: number;
 }
 
 export interface StreamOpenerOptions {
@@ -249,12 +251,13 @@ export class StreamOpener {
       const e2e = e2eStatusSchema.safeParse(frame.payload);
       if (frame.type !== FrameType.E2E_STATUS || !e2e.success) throw new PortwayError('PW_BAD_FRAME', 'device sent something other than a status frame');
       if (!e2e.data.ok) throw errorFromWire(e2e.data.code, e2e.data.message);
+      const { heartbeatMs } = e2e.data;
+      return { inner, raw: outer.raw, deviceId: status.deviceId, streamId: status.streamId, ...(heartbeatMs !== undefined ? { heartbeatMs } : {}) };
     } catch (err) {
       inner.destroy();
       outer.raw.destroy();
       throw err;
     }
-    return { inner, raw: outer.raw, deviceId: status.deviceId, streamId: status.streamId };
   }
 }
 

@@ -13,6 +13,7 @@ export const FAST_AGENT_TIMERS = {
   serviceConnectTimeoutMs: 2_000,
   streamHandshakeTimeoutMs: 5_000,
   closeGraceMs: 2_000,
+  streamHeartbeatMs: 1_000,
 };
 
 export const FAST_RELAY_CONFIG = {

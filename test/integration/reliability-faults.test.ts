@@ -182,6 +182,42 @@ describe('reliability under faults', () => {
     figure('half-open-control', { agentDetectMs, relayDetectMs, recoverMs, keepaliveS: FAST_AGENT_TIMERS.keepaliveS });
   });
 
+  it('blackholed data socket: the stream is reset within 5 s on both ends; the other stream keeps its throughput', async () => {
+    // Two downloads paced by the service at 2 MB/s each (so "throughput" is the pace, whatever else the machine does).
+    const rate = 2_000_000;
+    const bytes = 24_000_000;
+    const a = download('bh-a', bytes, [], `&rate=${rate}`);
+    const b = download('bh-b', bytes, [], `&rate=${rate}`);
+    await waitFor(async () => (await sizeOf(a.file)) >= 1_000_000 && (await sizeOf(b.file)) >= 1_000_000, { timeoutMs: 15_000, intervalMs: 20, description: 'both downloads running' });
+    // The two busiest agent connections through the proxy (agent -> relay is 'upstream') are the two data sockets.
+    const [victim] = proxy.proxy.connectionStats().sort((x, y) => y.upstreamBytes - x.upstreamBytes);
+    const rateOf = async (file: string, ms: number): Promise<number> => {
+      const from = await sizeOf(file);
+      await new Promise((r) => setTimeout(r, ms));
+      return ((await sizeOf(file)) - from) / (ms / 1000);
+    };
+    const before = { a: await rateOf(a.file, 1_000), b: 0 };
+    before.b = (await sizeOf(b.file)) > 0 ? await rateOf(b.file, 1_000) : 0;
+    const aborted = nextEventAt(agent(), 'agent.stream.closed', 15_000);
+    const holedAt = Date.now();
+    proxy.proxy.setConnectionBlackhole((victim as { id: number }).id, 'both', true);
+    // Which download was cut shows in curl: the victim's curl fails (reset), the other one completes.
+    const first = await Promise.race([a.run.then((r) => ({ name: 'a' as const, r })), b.run.then((r) => ({ name: 'b' as const, r }))]);
+    const clientDetectMs = Date.now() - holedAt;
+    const agentLine = await aborted;
+    const agentDetectMs = agentLine.at - holedAt;
+    const survivor = first.name === 'a' ? b : a;
+    const survivorAfter = await rateOf(survivor.file, 2_000);
+    const survivorBefore = first.name === 'a' ? before.b : before.a;
+    expect({ curl: first.r.code, agentOutcome: agentLine.json.outcome, reason: String(agentLine.json.reason) }).toEqual({ curl: 56, agentOutcome: 'aborted', reason: expect.stringContaining('the path is dead') });
+    expect({ clientWithin5s: clientDetectMs <= 5_000, agentWithin5s: agentDetectMs <= 5_000 }).toEqual({ clientWithin5s: true, agentWithin5s: true });
+    expect(survivorAfter).toBeGreaterThanOrEqual(0.8 * survivorBefore);
+    const done = await survivor.run;
+    expect(done.code).toBe(0);
+    await expectIntact(survivor.file, first.name === 'a' ? 'bh-b' : 'bh-a', bytes);
+    figure('half-open-data', { clientDetectMs, agentDetectMs, heartbeatMs: FAST_AGENT_TIMERS.streamHeartbeatMs, survivorBytesPerS: { before: Math.round(survivorBefore), after: Math.round(survivorAfter) } });
+  });
+
   it('a relay that accepts and closes after 300 ms: the backoff attempt count never resets and delays stay under the cap', async () => {
     const from = agent().lines.length;
     proxy.proxy.setResetPeer({ timeoutMs: 300 });

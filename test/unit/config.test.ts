@@ -159,6 +159,7 @@ describe('agent config (parseAgentConfig)', () => {
         backoffStableMs: 20_000,
         serviceConnectTimeoutMs: 5_000,
         streamHandshakeTimeoutMs: 10_000,
+        streamHeartbeatMs: 20_000,
         closeGraceMs: 10_000,
         serialPollMs: 1_000,
       },

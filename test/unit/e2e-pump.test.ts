@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { Duplex, PassThrough } from 'node:stream';
-import { ChunkDecoder, encodeChunkHeader, encodeFin, encodeFrame, FrameType, MAX_E2E_CHUNK_BYTES, PortwayError } from '../../protocol';
+import { ChunkDecoder, encodeChunkHeader, encodeFin, encodeFrame, encodeHeartbeat, FrameType, MAX_E2E_CHUNK_BYTES, PortwayError } from '../../protocol';
 import { pumpE2E, type PumpResult } from '../../shared/e2e-pump';
 import { collectBytes, connectTcp, Disposer, startTcpServer, waitFor } from '../helpers';
 
@@ -36,7 +36,7 @@ interface Rig {
   readonly result: Promise<PumpResult>;
 }
 
-async function rig(options: { expectStatus?: boolean } = {}): Promise<Rig> {
+async function rig(options: { expectStatus?: boolean; heartbeatMs?: number } = {}): Promise<Rig> {
   const [app, local] = await tcpPair();
   const [inner, peer] = await tcpPair();
   const result = pumpE2E(inner, local, { closeGraceMs: GRACE_MS, ...options });
@@ -57,7 +57,7 @@ function unframe(wire: Buffer): { data: Buffer; fin: boolean; error?: string } {
   decoder.push(wire, (e) => {
     if (e.kind === 'data') data.push(e.data);
     else if (e.kind === 'fin') fin = true;
-    else error = e.reason;
+    else if (e.kind === 'error') error = e.reason;
   });
   return { data: Buffer.concat(data), fin, error };
 }
@@ -221,9 +221,9 @@ describe('pumpE2E: a cut stream is never passed on as a clean end', () => {
   it('bad framing from the peer (an oversize chunk header): the local socket is reset', async () => {
     const { app, peer, result } = await rig();
     const atApp = collectBytes(app);
-    peer.write(Buffer.from('ffffffff', 'hex'));
+    peer.write(Buffer.from('fffffffe', 'hex'));
     expect(((await atApp.waitForClose()) as NodeJS.ErrnoException | null)?.code).toBe('ECONNRESET');
-    expect(await settled(result)).toMatchObject({ outcome: 'aborted', reason: expect.stringMatching(/bad end-to-end framing: chunk of 4294967295 bytes/) });
+    expect(await settled(result)).toMatchObject({ outcome: 'aborted', reason: expect.stringMatching(/bad end-to-end framing: chunk of 4294967294 bytes/) });
   });
 
   it('bad framing from the peer (data after its FIN): the app got a complete response, but its own direction is reset', async () => {
@@ -435,5 +435,97 @@ describe('pumpE2E with expectStatus (the forward proxy pipelines its first bytes
     expect(((await atApp.waitForClose()) as NodeJS.ErrnoException | null)?.code).toBe('ECONNRESET');
     expect(atApp.length).toBe(0);
     expect((await settled(result)).outcome).toBe('aborted');
+  });
+});
+
+describe('pumpE2E: heartbeats and dead paths', () => {
+  const HEARTBEAT = encodeHeartbeat();
+  /** Heartbeats in what a peer received (the bytes are nothing but heartbeats when the app sent nothing). */
+  const heartbeatsIn = (wire: Buffer): number => {
+    let n = 0;
+    new ChunkDecoder().push(wire, (e) => void (e.kind === 'heartbeat' && n++));
+    return n;
+  };
+
+  it('an idle side sends a heartbeat every interval, and one that hears them stays up', async () => {
+    const { app, peer, result } = await rig({ heartbeatMs: 200 });
+    const atPeer = collectBytes(peer);
+    // The peer answers with heartbeats of its own, as a live device or proxy does.
+    const answering = setInterval(() => peer.write(HEARTBEAT), 200);
+    disposer.add(() => clearInterval(answering));
+    await new Promise((r) => setTimeout(r, 1_300));
+    const wire = atPeer.bytes();
+    expect(wire.length % 4).toBe(0);
+    // 1.3 s / 200 ms: about 6 (timer granularity 100 ms); never a data frame.
+    expect(heartbeatsIn(wire)).toBeGreaterThanOrEqual(4);
+    expect(heartbeatsIn(wire)).toBeLessThanOrEqual(8);
+    expect(unframe(wire)).toEqual({ data: Buffer.alloc(0), fin: false, error: undefined });
+    clearInterval(answering);
+    app.end();
+    peer.write(FIN);
+    peer.end();
+    expect((await settled(result)).outcome).toBe('complete');
+  });
+
+  it('a side that keeps writing sends no heartbeats', async () => {
+    const { app, peer } = await rig({ heartbeatMs: 200 });
+    const atPeer = collectBytes(peer);
+    const writing = setInterval(() => app.write('x'), 50);
+    disposer.add(() => clearInterval(writing));
+    await new Promise((r) => setTimeout(r, 700));
+    clearInterval(writing);
+    expect(heartbeatsIn(atPeer.bytes())).toBe(0);
+  });
+
+  it('a silent peer (a blackholed path): the stream is aborted after 3 intervals, the app gets a reset, not an EOF', async () => {
+    const { app, result } = await rig({ heartbeatMs: 200 });
+    const atApp = collectBytes(app);
+    const startedAt = Date.now();
+    const done = await settled(result, 3_000);
+    const tookMs = Date.now() - startedAt;
+    expect(done).toMatchObject({ outcome: 'aborted', reason: expect.stringMatching(/^nothing from the peer for \d+ ms \(heartbeats every 200 ms\): the path is dead$/) });
+    expect(tookMs).toBeGreaterThanOrEqual(600);
+    expect(tookMs).toBeLessThan(1_200);
+    expect(((await atApp.waitForClose()) as NodeJS.ErrnoException | null)?.code).toBe('ECONNRESET');
+  });
+
+  it('heartbeats from the peer after its FIN keep a one-way upload alive; silence after it still ends it', async () => {
+    const { app, peer, result } = await rig({ heartbeatMs: 200 });
+    peer.write(FIN);
+    const answering = setInterval(() => peer.write(HEARTBEAT), 200);
+    disposer.add(() => clearInterval(answering));
+    const uploading = setInterval(() => app.write('up'), 50);
+    disposer.add(() => clearInterval(uploading));
+    await new Promise((r) => setTimeout(r, 1_000));
+    const aliveAfter1s = await Promise.race([result.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 10))]);
+    expect(aliveAfter1s).toBe(true);
+    clearInterval(answering);
+    expect(await settled(result, 3_000)).toMatchObject({ outcome: 'aborted', reason: expect.stringContaining('the path is dead') });
+  });
+
+  it('time this side held its own reads back (its app does not read) does not count as silence', async () => {
+    const { app, peer, result } = await rig({ heartbeatMs: 200 });
+    app.pause();
+    // Fill the app's socket and the local pump's buffers, so the pump stops reading the peer.
+    const big = chunk(Buffer.alloc(MAX_E2E_CHUNK_BYTES, 0x61));
+    for (let i = 0; i < 16; i++) peer.write(big);
+    // The peer then falls silent for far longer than 3 intervals, as a peer blocked behind this side's reads is.
+    await new Promise((r) => setTimeout(r, 1_500));
+    const aliveWhileHeld = await Promise.race([result.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 10))]);
+    expect(aliveWhileHeld).toBe(true);
+    app.resume();
+    peer.write(FIN);
+    app.end();
+    peer.end();
+    expect((await settled(result, 10_000)).outcome).toBe('complete');
+  });
+
+  it('the forward proxy takes the interval from the device\'s E2E_STATUS', async () => {
+    const { peer, result } = await rig({ expectStatus: true });
+    const atPeer = collectBytes(peer);
+    peer.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: 200 }));
+    await new Promise((r) => setTimeout(r, 700));
+    expect(heartbeatsIn(atPeer.bytes())).toBeGreaterThanOrEqual(2);
+    expect(await settled(result, 3_000)).toMatchObject({ outcome: 'aborted', reason: expect.stringContaining('heartbeats every 200 ms') });
   });
 });

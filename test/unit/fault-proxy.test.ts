@@ -110,6 +110,28 @@ describe('FaultProxy', () => {
     expect(proxy.stats().connectionsOpen).toBe(1);
   });
 
+  it('a per-connection blackhole silences that connection only; connectionStats counts each one', async () => {
+    const echo = await startEchoServer(disposer);
+    const { proxy, port, host } = await startFaultProxy(disposer, echo);
+    const first = await connectTcp(disposer, { host, port });
+    const second = await connectTcp(disposer, { host, port });
+    await waitFor(() => proxy.connectionStats().length === 2, { description: 'two connections' });
+    expect(await echoRoundTrip(first, Buffer.from('warm'))).toBeGreaterThanOrEqual(0);
+    const [a, b] = proxy.connectionStats().sort((x, y) => y.upstreamBytes - x.upstreamBytes);
+    expect({ a: a?.upstreamBytes, b: b?.upstreamBytes }).toEqual({ a: 4, b: 0 });
+    proxy.setConnectionBlackhole((a as { id: number }).id, 'both', true);
+    const held = collectBytes(first);
+    first.write('lost');
+    await waitFor(() => proxy.stats().upstream.bytesDropped === 4, { description: 'the blackholed bytes' });
+    // The other connection is untouched.
+    expect((await echoRoundTrip(second, Buffer.from('still here'))) >= 0).toBe(true);
+    expect(held.length).toBe(0);
+    proxy.setConnectionBlackhole((a as { id: number }).id, 'both', false);
+    first.write('back');
+    expect((await held.waitForLength(4)).toString()).toBe('back');
+    expect(() => proxy.setConnectionBlackhole(9_999, 'both', true)).toThrow(/no open connection/);
+  });
+
   it('pause holds data in flight and releases it in order when lifted', async () => {
     const { proxy, client } = await echoThroughProxy();
     const collector = collectBytes(client);

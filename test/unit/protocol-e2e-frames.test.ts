@@ -3,12 +3,12 @@
  * every byte boundary, one byte at a time and in random chunks. Data may arrive in pieces, so what is
  * compared is the concatenated data and the sequence of terminal events (FIN, error reason).
  */
-import { ChunkDecoder, E2E_CHUNK_HEADER_BYTES, encodeChunkHeader, encodeFin, MAX_E2E_CHUNK_BYTES, type ChunkEvent } from '../../protocol';
+import { ChunkDecoder, E2E_CHUNK_HEADER_BYTES, encodeChunkHeader, encodeFin, encodeHeartbeat, MAX_E2E_CHUNK_BYTES, type ChunkEvent } from '../../protocol';
 import { bytes, chunkings, randomChunks } from '../helpers/chunking';
 
 interface Decoded {
   readonly data: Buffer;
-  /** 'fin' and `error: <reason>` in the order they came; nothing is recorded after the first error. */
+  /** 'fin', 'heartbeat' and `error: <reason>` in the order they came; nothing is recorded after the first error. */
   readonly events: string[];
   readonly ended: boolean;
 }
@@ -26,6 +26,7 @@ function decode(chunks: readonly Buffer[]): Decoded {
       expect(events).not.toContain('fin');
       data.push(Buffer.from(event.data));
     } else if (event.kind === 'fin') events.push('fin');
+    else if (event.kind === 'heartbeat') events.push('heartbeat');
     else {
       events.push(`error: ${event.reason}`);
       failed = true;
@@ -33,7 +34,7 @@ function decode(chunks: readonly Buffer[]): Decoded {
   };
   for (const chunk of chunks) {
     const more = decoder.push(chunk, emit);
-    if (events.length > 0) expect(more).toBe(false);
+    if (events.some((e) => e !== 'heartbeat')) expect(more).toBe(false);
   }
   return { data: Buffer.concat(data), events, ended: decoder.isEnded };
 }
@@ -44,6 +45,7 @@ function chunk(text: string | Buffer): Buffer {
 }
 
 const FIN = '00000000';
+const HEARTBEAT = 'ffffffff';
 const big = Buffer.alloc(70_000, 0x5a);
 
 interface Vector {
@@ -67,7 +69,12 @@ const VECTORS: Vector[] = [
   { name: 'a chunk larger than one TCP read', input: bytes(chunk(big), chunk('tail'), FIN), data: Buffer.concat([big, Buffer.from('tail')]), events: ['fin'], long: true },
   { name: 'header of exactly MAX_E2E_CHUNK_BYTES is accepted', input: encodeChunkHeader(MAX_E2E_CHUNK_BYTES), data: '', events: [] },
   { name: 'header one over MAX_E2E_CHUNK_BYTES', input: bytes('00100001'), data: '', events: [`error: chunk of ${MAX_E2E_CHUNK_BYTES + 1} bytes exceeds ${MAX_E2E_CHUNK_BYTES}`] },
-  { name: 'header 0xffffffff', input: bytes('ffffffff 00'), data: '', events: [`error: chunk of 4294967295 bytes exceeds ${MAX_E2E_CHUNK_BYTES}`] },
+  { name: 'header 0xfffffffe (one below the heartbeat)', input: bytes('fffffffe 00'), data: '', events: [`error: chunk of 4294967294 bytes exceeds ${MAX_E2E_CHUNK_BYTES}`] },
+  { name: 'a heartbeat alone', input: bytes(HEARTBEAT), data: '', events: ['heartbeat'] },
+  { name: 'heartbeats between and after chunks', input: bytes(HEARTBEAT, chunk('ab'), HEARTBEAT, HEARTBEAT, chunk('cd'), FIN), data: 'abcd', events: ['heartbeat', 'heartbeat', 'heartbeat', 'fin'] },
+  { name: 'heartbeats after FIN (the peer may still be sending)', input: bytes(chunk('x'), FIN, HEARTBEAT, HEARTBEAT), data: 'x', events: ['fin', 'heartbeat', 'heartbeat'] },
+  { name: 'data after a heartbeat after FIN', input: bytes(FIN, HEARTBEAT, chunk('late')), data: '', events: ['fin', 'heartbeat', 'error: data after FIN'] },
+  { name: 'a broken heartbeat after FIN', input: bytes(FIN, 'ffff00'), data: '', events: ['fin', 'error: data after FIN'] },
   { name: 'data, then an oversize header', input: bytes(chunk('ok'), 'ffffff00', 'aabb'), data: 'ok', events: [`error: chunk of 4294967040 bytes exceeds ${MAX_E2E_CHUNK_BYTES}`] },
   { name: 'data after FIN', input: bytes(chunk('x'), FIN, chunk('late')), data: 'x', events: ['fin', 'error: data after FIN'] },
   { name: 'one stray byte after FIN', input: bytes(FIN, '00'), data: '', events: ['fin', 'error: data after FIN'] },
@@ -86,7 +93,7 @@ describe('ChunkDecoder byte vectors', () => {
         try {
           expect(result.data.equals(expected)).toBe(true);
           expect(result.events).toEqual(v.events);
-          expect(result.ended).toBe(v.events.length === 1 && v.events[0] === 'fin');
+          expect(result.ended).toBe(v.events.includes('fin') && !v.events.some((e) => e.startsWith('error')));
         } catch (err) {
           throw new Error(`${name}: ${(err as Error).message}`);
         }
@@ -139,6 +146,10 @@ describe('encodeChunkHeader and encodeFin', () => {
 
   it('encodes FIN as a zero length', () => {
     expect(encodeFin()).toEqual(bytes(FIN));
+  });
+
+  it('encodes a heartbeat as the length 0xFFFFFFFF', () => {
+    expect(encodeHeartbeat()).toEqual(bytes(HEARTBEAT));
   });
 
   it('round-trips a stream of random chunk sizes in random input chunkings', () => {

@@ -32,7 +32,7 @@ export async function runSerialStream(
   transport: net.Socket,
   service: SerialServiceConfig,
   role: SerialRole,
-  options: { closeGraceMs: number },
+  options: { closeGraceMs: number; heartbeatMs: number },
   fail: (error: PortwayError) => undefined,
 ): Promise<PumpResult | undefined> {
   const hub = deps.hubs.get(service.name);
@@ -57,9 +57,9 @@ export async function runSerialStream(
   link.on('error', () => {
     // The pump reports how the stream ended.
   });
-  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true }));
+  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: options.heartbeatMs }));
   deps.log.info({ transport: 'serial', role, mode: role === 'tap' ? 'raw' : service.mode }, 'agent.stream.opened');
-  const result = await pumpE2E(inner, link, { closeGraceMs: options.closeGraceMs, transport });
+  const result = await pumpE2E(inner, link, { closeGraceMs: options.closeGraceMs, transport, heartbeatMs: options.heartbeatMs });
   link.destroy();
   deps.log.info(
     {

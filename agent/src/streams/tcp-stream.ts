@@ -25,6 +25,8 @@ export interface TcpStreamOptions {
   readonly serviceConnectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   readonly closeGraceMs: number;
+  /** Heartbeats on each stream (shared/e2e-pump.ts), announced to the client in E2E_STATUS. */
+  readonly heartbeatMs: number;
 }
 
 export async function runStream(
@@ -117,9 +119,9 @@ export async function runStream(
   } catch (err) {
     return fail(err as PortwayError);
   }
-  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true }));
+  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: options.heartbeatMs }));
   log.info('agent.stream.opened');
-  const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs, transport: dataSocket.raw });
+  const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs, transport: dataSocket.raw, heartbeatMs: options.heartbeatMs });
   log.info({ outcome: result.outcome, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
   return result;
 }

@@ -20,6 +20,7 @@ export const UDP_MAX_BACKLOG_BYTES = 256 * 1024;
 export interface UdpStreamOptions {
   readonly serviceConnectTimeoutMs: number;
   readonly closeGraceMs: number;
+  readonly heartbeatMs: number;
 }
 
 export async function runUdpStream(
@@ -75,12 +76,12 @@ export async function runUdpStream(
   state = 'open';
   slot.attach(session);
   socket.on('message', (datagram) => session.deliver(datagram));
-  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true }));
+  inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: options.heartbeatMs }));
   deps.log.info({ transport: 'udp', udpSessions: deps.sessions.total }, 'agent.stream.opened');
   session.start();
   let result: PumpResult;
   try {
-    result = await pumpE2E(inner, session, { closeGraceMs: options.closeGraceMs, transport });
+    result = await pumpE2E(inner, session, { closeGraceMs: options.closeGraceMs, transport, heartbeatMs: options.heartbeatMs });
   } finally {
     socket.close();
     slot.release();
