@@ -26,6 +26,7 @@ export class RelayMetrics {
     gauge('portway_relay_streams_primed', 'primed client sockets waiting', (s) => s.primed);
     gauge('portway_relay_agent_sockets_pooled', 'idle pooled agent data sockets', (s) => s.pooled);
     gauge('portway_relay_dials_pending', 'streams waiting for a dialed agent socket', (s) => s.pendingDials);
+    gauge('portway_relay_buffered_bytes', 'bytes held in the relay for spliced streams (queued socket writes)', (s) => s.bufferedBytes);
     new Counter({
       name: 'portway_relay_streams_total',
       help: 'streams paired since start',

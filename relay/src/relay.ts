@@ -197,7 +197,7 @@ export class Relay {
   }
 
   stats(): DataPlaneStats & { connections: number; mqttClients: number } {
-    const data = this.dataPlane?.stats() ?? { streamsOpen: 0, streamsTotal: 0, primed: 0, pooled: 0, pendingDials: 0, rejects: {} };
+    const data = this.dataPlane?.stats() ?? { streamsOpen: 0, streamsTotal: 0, primed: 0, pooled: 0, pendingDials: 0, bufferedBytes: 0, rejects: {} };
     return { ...data, connections: this.front?.connectionCount ?? 0, mqttClients: this.broker?.clientCount ?? 0 };
   }
 

@@ -218,6 +218,40 @@ describe('reliability under faults', () => {
     figure('half-open-data', { clientDetectMs, agentDetectMs, heartbeatMs: FAST_AGENT_TIMERS.streamHeartbeatMs, survivorBytesPerS: { before: Math.round(survivorBefore), after: Math.round(survivorAfter) } });
   });
 
+  it('a stalled reader: the other streams keep their throughput, and the relay holds at most a window for it', async () => {
+    const rate = 2_000_000;
+    const bytes = 16_000_000;
+    const relayMetrics = relayMetricsPort(cluster.relay as ManagedProcess);
+    const a = download('st-a', bytes, [], `&rate=${rate}`);
+    const b = download('st-b', bytes, [], `&rate=${rate}`);
+    await waitFor(async () => (await sizeOf(a.file)) >= 500_000 && (await sizeOf(b.file)) >= 500_000, { timeoutMs: 15_000, intervalMs: 20, description: 'both downloads running' });
+    // A client application that asks for 200 MB as fast as it comes and never reads a byte of it.
+    const stalled = await connectTcp(disposer, { host: '127.0.0.1', port: connectPort });
+    stalled.pause();
+    stalled.write('GET /bytes?n=200000000&seed=stalled HTTP/1.1\r\nHost: x\r\n\r\n');
+    // Let every buffer on the stalled path fill up (kernel socket buffers, then the processes' own).
+    await new Promise((r) => setTimeout(r, 1_500));
+    const rateOf = async (file: string, ms: number): Promise<number> => {
+      const from = await sizeOf(file);
+      await new Promise((r) => setTimeout(r, ms));
+      return ((await sizeOf(file)) - from) / (ms / 1000);
+    };
+    const [rateA, rateB] = await Promise.all([rateOf(a.file, 2_000), rateOf(b.file, 2_000)]);
+    const buffered: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      buffered.push(sample(await scrape(relayMetrics), 'portway_relay_buffered_bytes'));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    stalled.destroy();
+    expect({ a: rateA >= 0.8 * rate, b: rateB >= 0.8 * rate }).toEqual({ a: true, b: true });
+    // pipe() pauses the source once the sink's queue passes its high-water mark (16 KiB) plus one read (64 KiB):
+    // with the two paced streams' own queues, the relay holds a few hundred KiB at most, not the 200 MB asked for.
+    expect(Math.max(...buffered)).toBeLessThanOrEqual(512 * 1024);
+    for (const d of [a, b]) expect((await d.run).code).toBe(0);
+    await expectIntact(a.file, 'st-a', bytes);
+    figure('stalled-reader', { pacedBytesPerS: rate, others: [Math.round(rateA), Math.round(rateB)], relayBufferedBytesMax: Math.max(...buffered) });
+  });
+
   it('a relay that accepts and closes after 300 ms: the backoff attempt count never resets and delays stay under the cap', async () => {
     const from = agent().lines.length;
     proxy.proxy.setResetPeer({ timeoutMs: 300 });

@@ -51,6 +51,8 @@ export interface DataPlaneStats {
   primed: number;
   pooled: number;
   pendingDials: number;
+  /** Bytes the relay holds in user space for spliced streams (queued writes on their TCP sockets). */
+  bufferedBytes: number;
   rejects: Partial<Record<ErrorCode, number>>;
 }
 
@@ -93,8 +95,11 @@ export class DataPlane {
   stats(): DataPlaneStats {
     let streamsOpen = 0;
     for (const n of this.streamsPerDevice.values()) streamsOpen += n;
+    let bufferedBytes = 0;
+    for (const pairs of this.liveStreams.values()) for (const [a, b] of pairs) bufferedBytes += a.raw.writableLength + b.raw.writableLength;
     return {
       streamsOpen,
+      bufferedBytes,
       streamsTotal: this.streamsTotal,
       primed: this.primed.size,
       pooled: this.agentSockets.pooledCount(),
