@@ -92,7 +92,7 @@ export class Agent {
       this.access.start();
     }
     const outerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: relayCaPem, ...tlsCipherOptions() });
-    this.innerContext = tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, ...tlsCipherOptions() });
+    this.innerContext = innerSecureContext(keyPem, certPem, caPem);
     this.caX509 = new X509Certificate(caPem);
     const timeFloor = new TimeFloor({ log: log.child({ component: 'clock' }), now: this.now }, { stateDir: this.config.stateDir, relayCaPem });
     await timeFloor.load(certPem);
@@ -220,7 +220,7 @@ export class Agent {
       this.identity = { ...identity, certPem: cmd.certificate };
       this.timeFloor?.raiseTo(cmd.certificate);
       const outerContext = tls.createSecureContext({ key: identity.keyPem, cert: cmd.certificate, ca: identity.relayCaPem, ...tlsCipherOptions() });
-      this.innerContext = tls.createSecureContext({ key: identity.keyPem, cert: cmd.certificate, ca: identity.caPem, ...tlsCipherOptions() });
+      this.innerContext = innerSecureContext(identity.keyPem, cmd.certificate, identity.caPem);
       this.target = { ...this.target, secureContext: outerContext, sessions: new TlsSessionCache() };
       this.deps.log.info({ notAfter: installed.notAfter.toISOString(), certFingerprint: installed.fingerprint }, 'agent.cert.renewed');
       await control.reply(cmd.id, { ok: true }).catch(() => undefined);
@@ -316,4 +316,15 @@ export class Agent {
       },
     );
   }
+}
+
+/**
+ * The end-to-end (inner) TLS server context. Clients resume their inner session with a ticket from the
+ * previous stream (TLS 1.3 PSK with ECDHE), which skips both certificate signatures; the client certificate
+ * comes from the session and is checked on every stream as on a full handshake (tcp-stream.ts). OpenSSL
+ * resumes sessions with client certificates only inside a named context. A renewed certificate means a
+ * new context and new ticket keys: the next stream does a full handshake.
+ */
+function innerSecureContext(keyPem: string, certPem: string, caPem: string): tls.SecureContext {
+  return tls.createSecureContext({ key: keyPem, cert: certPem, ca: caPem, sessionIdContext: 'portway-e2e', ...tlsCipherOptions() });
 }

@@ -67,6 +67,8 @@ export class StreamOpener {
   private readonly outerContext: tls.SecureContext;
   private readonly innerContext: tls.SecureContext;
   private readonly sessions = new TlsSessionCache();
+  /** Tickets of the device's inner TLS sessions: the next stream resumes (no certificate signatures). */
+  private readonly innerSessions = new TlsSessionCache();
   private readonly ready: PrimedSocket[] = [];
   private priming = 0;
   private closed = false;
@@ -89,18 +91,23 @@ export class StreamOpener {
    * so the first request travels with the status instead of after it.
    */
   async open(options: { awaitStatus: boolean } = { awaitStatus: true }): Promise<OpenedStream> {
-    const primed = this.takePrimed();
-    this.refill();
-    if (primed) {
-      try {
-        return await this.finish(primed, primed.status, options.awaitStatus);
-      } catch (err) {
-        if (!(err instanceof PortwayError) || err.code !== 'PW_E2E_HANDSHAKE_FAILED') throw err;
+    // The replacement primed socket is opened once this stream's handshake is done, not during it: both
+    // handshakes would compete for the same CPU here and at the relay, and delay the stream being waited for.
+    try {
+      const primed = this.takePrimed();
+      if (primed) {
+        try {
+          return await this.finish(primed, primed.status, options.awaitStatus);
+        } catch (err) {
+          if (!(err instanceof PortwayError) || err.code !== 'PW_E2E_HANDSHAKE_FAILED') throw err;
+        }
       }
+      const outer = await this.connectOuter();
+      const status = await this.sendOpen(outer, false);
+      return await this.finish(outer, status, options.awaitStatus);
+    } finally {
+      this.refill();
     }
-    const outer = await this.connectOuter();
-    const status = await this.sendOpen(outer, false);
-    return this.finish(outer, status, options.awaitStatus);
   }
 
   /**
@@ -212,6 +219,7 @@ export class StreamOpener {
       socket: outer.raw,
       secureContext: this.innerContext,
       servername: undefined,
+      session: this.innerSessions.take(),
       ALPNProtocols: this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : this.options.transport === 'serial-tap' ? [E2E_ALPN_SERIAL_TAP] : undefined,
       checkServerIdentity: (_host, cert) => {
         const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
@@ -224,6 +232,7 @@ export class StreamOpener {
     inner.on('error', () => {
       // Reported by the promise below or the pump.
     });
+    this.innerSessions.watch(inner);
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new PortwayError('PW_E2E_HANDSHAKE_FAILED', 'end-to-end handshake timeout')), this.options.timeoutMs);

@@ -15,6 +15,8 @@ import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtool
 import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, collectBytes, connectTcp, findFreePort, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
 import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
 
+const HEARTBEAT_MS = 1_000;
+
 function figure(name: string, value: unknown): void {
   process.stdout.write(`reliability.figure ${name} ${JSON.stringify(value)}\n`);
 }
@@ -43,6 +45,8 @@ describe('reliability under faults', () => {
       ],
       relayConfig: RELIABILITY_RELAY_CONFIG,
       logLevel: 'debug',
+      // Heartbeats every second: a dead data path is detected in about 3 s (the blackholed data socket test).
+      agentTimers: { ...FAST_AGENT_TIMERS, streamHeartbeatMs: HEARTBEAT_MS },
     });
     dir = await makeTempDir(suite, 'portway-reliability-');
     // The enrolled agent moves behind the fault proxy (the relay's control and data sockets both go through it).
@@ -215,7 +219,7 @@ describe('reliability under faults', () => {
     const done = await survivor.run;
     expect(done.code).toBe(0);
     await expectIntact(survivor.file, first.name === 'a' ? 'bh-b' : 'bh-a', bytes);
-    figure('half-open-data', { clientDetectMs, agentDetectMs, heartbeatMs: FAST_AGENT_TIMERS.streamHeartbeatMs, survivorBytesPerS: { before: Math.round(survivorBefore), after: Math.round(survivorAfter) } });
+    figure('half-open-data', { clientDetectMs, agentDetectMs, heartbeatMs: HEARTBEAT_MS, survivorBytesPerS: { before: Math.round(survivorBefore), after: Math.round(survivorAfter) } });
   });
 
   it('a stalled reader: the other streams keep their throughput, and the relay holds at most a window for it', async () => {

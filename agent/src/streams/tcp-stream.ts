@@ -76,7 +76,8 @@ export async function runStream(
     return undefined;
   }
 
-  log.debug('agent.stream.handshake_done');
+  const isResumed = inner.isSessionReused();
+  log.debug({ resumed: isResumed }, 'agent.stream.handshake_done');
   onHandshakeDone();
   const fail = (error: PortwayError): undefined => {
     log.info({ code: error.code, reason: error.message }, 'agent.stream.refused');
@@ -120,7 +121,7 @@ export async function runStream(
     return fail(err as PortwayError);
   }
   inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: options.heartbeatMs }));
-  log.info('agent.stream.opened');
+  log.info({ resumed: isResumed }, 'agent.stream.opened');
   const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs, transport: dataSocket.raw, heartbeatMs: options.heartbeatMs });
   log.info({ outcome: result.outcome, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
   return result;
