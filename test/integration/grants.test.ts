@@ -228,6 +228,16 @@ describe('owner grants on a claimed device', () => {
     await bytes.waitForEnd(10_000);
     expect(JSON.parse(await nthEvent(garden.agent(), 'agent.grants.updated', 1))).toMatchObject({ seq: 8, streamsEnded: 1 });
     expect(await asBob(['pipe', 'garden', 'echo'])).toEqual({ code: EXIT_FAILURE, stdout: '', stderr: REFUSED_NOT_OWNER });
+    // The same `portway connect` resumes its inner session with the ticket of the stream above: no certificate is
+    // sent, yet the device checks the key the ticket carries and refuses it all the same.
+    const refusedFrom = garden.agent().events('agent.stream.refused').length;
+    const again = await connectTcp(disposer, { host: '127.0.0.1', port }, { allowHalfOpen: false });
+    const againBytes = collectBytes(again);
+    again.write(PAYLOAD);
+    await againBytes.waitForEnd(10_000).catch(() => undefined);
+    expect(againBytes.length).toBe(0);
+    await nthEvent(garden.agent(), 'agent.stream.refused', refusedFrom + 1);
+    expect(garden.agent().events('agent.stream.refused').at(-1)).toMatchObject({ code: 'PW_E2E_OWNER_KEY_MISMATCH', resumed: true });
   }, TEST_TIMEOUT_MS);
 
   it('on PostgreSQL: share, unshare while the device is offline (delivered when it is back), a relay restart', async () => {

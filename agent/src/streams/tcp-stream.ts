@@ -80,7 +80,7 @@ export async function runStream(
   log.debug({ resumed: isResumed }, 'agent.stream.handshake_done');
   onHandshakeDone();
   const fail = (error: PortwayError): undefined => {
-    log.info({ code: error.code, reason: error.message }, 'agent.stream.refused');
+    log.info({ code: error.code, reason: error.message, resumed: isResumed }, 'agent.stream.refused');
     inner.end(encodeFrame(FrameType.E2E_STATUS, error.toWire()));
     const timer = setTimeout(() => inner.destroy(), options.closeGraceMs);
     timer.unref();
