@@ -3,7 +3,7 @@
  *
  *   relay = "relay.example.com:443"          # required, HOST:PORT
  *   caFingerprint = "3f9a…"                   # required, SHA-256 of the relay CA (64 hex digits, colons allowed)
- *   enrollKey = "pwe_…"                       # exactly one of enrollKey and claimCode
+ *   enrollKey = "pwk_…"                       # exactly one of enrollKey and claimCode
  *   claimCode = "…"
  *   name = "pump-station-7"                   # required, the device's name
  *   sshAuthorizedKeys = ["ssh-ed25519 AAAA… me@laptop"]   # optional, OpenSSH public keys for root's authorized_keys
