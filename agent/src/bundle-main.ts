@@ -5,6 +5,7 @@
  */
 import { PortwayError } from '../../protocol';
 import { DEFAULT_FIRSTBOOT_PATHS, runFirstboot } from './firstboot/firstboot';
+import { NOT_CONFIGURED } from './firstboot/firstboot-plan';
 import { runAgent } from './main';
 
 const USAGE = 'usage: portway-agent --config FILE\n       portway-agent firstboot [--boot DIR]\n';
@@ -18,7 +19,9 @@ function firstboot(argv: readonly string[]): void {
   }
   const say = (line: string): void => void process.stdout.write(`${line}\n`);
   runFirstboot({ ...DEFAULT_FIRSTBOOT_PATHS, bootDir }, say).then((summary) => {
-    say(summary === undefined ? `portway-firstboot: no ${bootDir}/portway.toml, nothing to do` : `portway-firstboot: applied ${JSON.stringify(summary)}`);
+    if (summary === undefined) say(`portway-firstboot: no ${bootDir}/portway.toml, nothing to do`);
+    else if (summary === NOT_CONFIGURED) say(`portway-firstboot: ${bootDir}/portway.toml has no settings yet (every line is commented out), nothing to do. Fill it in on any computer, then reboot.`);
+    else say(`portway-firstboot: applied ${JSON.stringify(summary)}`);
   }, fail);
 }
 

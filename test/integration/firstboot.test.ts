@@ -80,7 +80,6 @@ const toml = (fields: string, wifi = ''): string => `relay = "127.0.0.1:8443"\nc
   it.each<[string, string | Buffer, string]>([
     ['invalid TOML', 'relay = "127.0.0.1:8443"\nname = \n', 'not valid TOML'],
     ['binary garbage', Buffer.from([0x72, 0x65, 0xff, 0xfe, 0x00, 0x3d, 0x22, 0x80, 0x0a]), 'not UTF-8'],
-    ['an empty file', '', 'relay:'],
     ['a relay without a port', toml(`enrollKey = "${ENROLL}"`).replace('127.0.0.1:8443', 'relay.example'), 'relay: must be HOST:PORT'],
     ['a short fingerprint', toml(`enrollKey = "${ENROLL}"`).replace(FP, 'abc'), 'caFingerprint: must be 64 hex digits'],
     ['a name with a space', toml(`enrollKey = "${ENROLL}"`).replace('pi-first', 'pi first'), 'name: must be'],
@@ -102,6 +101,31 @@ const toml = (fields: string, wifi = ''): string => `relay = "127.0.0.1:8443"\nc
     expect(result.stderr).toContain(message);
     expect(result.stderr).toContain('was NOT applied');
     expect(snapshot(WATCHED)).toEqual(before);
+  });
+
+  it.each<[string, string]>([
+    ['an empty file', ''],
+    ["the SD image's template (every setting commented out)", readFileSync(path.join(ROOT, 'image', 'portway.toml'), 'utf8')],
+  ])('%s: exit 0, says there are no settings yet, nothing changed', async (_what, content) => {
+    await writeFile(inRoot(path.join(BOOT, 'portway.toml')), content);
+    const before = snapshot(WATCHED);
+    const result = await firstboot(disposer);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(result.stdout).toContain('has no settings yet');
+    expect(snapshot(WATCHED)).toEqual(before);
+  });
+
+  it('CRLF line endings and sshAuthorizedKeys: applied, root gets the keys (0600 in a 0700 .ssh)', async () => {
+    const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINEm/mOCZuikZX+Tbs9PvZhd3mTy/oSuFkdFpltT0MM8 me@laptop';
+    await rm(inRoot('/root/.ssh'), { recursive: true, force: true });
+    await writeFile(inRoot(path.join(BOOT, 'portway.toml')), toml(`enrollKey = "${ENROLL}"\nsshAuthorizedKeys = ["${key}"]`).replace(/\n/g, '\r\n'));
+    const result = await firstboot(disposer);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(result.stdout).toContain('"sshKeys":1');
+    expect(readFileSync(inRoot('/root/.ssh/authorized_keys'), 'utf8')).toContain(key);
+    expect(statSync(inRoot('/root/.ssh/authorized_keys')).mode & 0o777).toBe(0o600);
+    expect(statSync(inRoot('/root/.ssh')).mode & 0o777).toBe(0o700);
+    expect(existsSync(inRoot(path.join(BOOT, 'portway.toml')))).toBe(false);
   });
 
   it('Wi-Fi settings without NetworkManager installed: refused before anything is written', async () => {

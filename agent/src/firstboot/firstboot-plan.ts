@@ -3,17 +3,20 @@
  *
  *   relay = "relay.example.com:443"          # required, HOST:PORT
  *   caFingerprint = "3f9a…"                   # required, SHA-256 of the relay CA (64 hex digits, colons allowed)
- *   enrollKey = "pwe_…"                       # exactly one of enrollKey and claimCode
+ *   enrollKey = "pwk_…"                       # exactly one of enrollKey and claimCode
  *   claimCode = "…"
  *   name = "pump-station-7"                   # required, the device's name
+ *   sshAuthorizedKeys = ["ssh-ed25519 AAAA… me@laptop"]   # optional, OpenSSH public keys for root's authorized_keys
  *   [wifi]                                    # optional
  *   ssid = "Field-Net"                        # 1-32 bytes
  *   passphrase = "…"                          # WPA-PSK: 8-63 printable ASCII characters or 64 hex digits
  *   country = "DE"                            # ISO 3166 alpha-2, the Wi-Fi regulatory domain
  *
- * Unknown keys are errors (a typo must not be silently ignored on a device nobody can log in to yet). The plan
- * holds every file to write: agent.json (the existing config's other keys, such as services, are kept), the
- * NetworkManager keyfile and the regulatory-domain setting, and the boot file's new text without its secrets.
+ * Unknown keys are errors (a typo must not be silently ignored on a device nobody can log in to yet). A file with
+ * no keys at all (the SD image's template, every line still commented out) is "not configured yet": nothing to do.
+ * The plan holds every file to write: agent.json (the existing config's other keys, such as services, are kept),
+ * root's SSH authorized_keys, the NetworkManager keyfile and the regulatory-domain setting, and the boot file's new
+ * text without its secrets. CRLF line endings (a file saved on Windows) are valid TOML and read like LF.
  * Pure: the caller reads and writes.
  */
 import { createHash } from 'node:crypto';
@@ -35,6 +38,10 @@ const wifiSchema = z
   })
   .strict();
 
+/** One OpenSSH public key line: type, base64 key, optional comment; no options (from="..." etc.), no line breaks. */
+const SSH_KEY_RE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}( [^\r\n\u0000]*)?$/;
+const MAX_SSH_KEYS = 32;
+
 export const bootConfigSchema = z
   .object({
     relay: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be HOST:PORT'),
@@ -42,6 +49,7 @@ export const bootConfigSchema = z
     enrollKey: z.string().min(1).max(256).optional(),
     claimCode: z.string().min(1).max(256).optional(),
     name: nameSchema,
+    sshAuthorizedKeys: z.array(z.string().trim().max(16 * 1024).regex(SSH_KEY_RE, 'must be an OpenSSH public key line such as "ssh-ed25519 AAAA... me@laptop"')).max(MAX_SSH_KEYS).optional(),
     wifi: wifiSchema.optional(),
   })
   .strict()
@@ -52,6 +60,8 @@ export type BootConfig = z.infer<typeof bootConfigSchema>;
 
 export interface FirstbootPlan {
   readonly agentJson: string;
+  /** root's authorized_keys, when sshAuthorizedKeys is given. */
+  readonly authorizedKeys?: string;
   /** NetworkManager keyfile text, when [wifi] is given. */
   readonly nmConnection?: string;
   /** modprobe.d line setting the Wi-Fi regulatory domain, when [wifi] is given. */
@@ -62,8 +72,11 @@ export interface FirstbootPlan {
   readonly summary: Record<string, unknown>;
 }
 
-/** Every problem at once, with its key path, as one PW_CONFIG_INVALID. */
-export function planFirstboot(tomlBytes: Buffer, existingAgentJson: string | undefined, source: string): FirstbootPlan {
+/** The template's state: every setting still commented out. */
+export const NOT_CONFIGURED = 'not-configured';
+
+/** Every problem at once, with its key path, as one PW_CONFIG_INVALID; NOT_CONFIGURED for a file without settings. */
+export function planFirstboot(tomlBytes: Buffer, existingAgentJson: string | undefined, source: string): FirstbootPlan | typeof NOT_CONFIGURED {
   if (tomlBytes.length > MAX_TOML_BYTES) throw invalid(`${source}: larger than ${MAX_TOML_BYTES} bytes`);
   const text = new TextDecoder('utf-8', { fatal: false }).decode(tomlBytes);
   if (text.includes('\uFFFD') || text.includes('\u0000')) throw invalid(`${source}: not UTF-8 text`);
@@ -73,6 +86,7 @@ export function planFirstboot(tomlBytes: Buffer, existingAgentJson: string | und
   } catch (err) {
     throw invalid(`${source}: not valid TOML: ${String((err as Error).message).split('\n')[0]?.slice(0, 200)}`);
   }
+  if (Object.keys(raw as Record<string, unknown>).length === 0) return NOT_CONFIGURED;
   const parsed = bootConfigSchema.safeParse(raw);
   if (!parsed.success) throw invalid(`${source}: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(file)'}: ${i.message}`).join('; ')}`);
   const boot = parsed.data;
@@ -104,11 +118,12 @@ export function planFirstboot(tomlBytes: Buffer, existingAgentJson: string | und
 
   return {
     agentJson: `${JSON.stringify(agent, null, 2)}\n`,
+    authorizedKeys: boot.sshAuthorizedKeys && boot.sshAuthorizedKeys.length > 0 ? `# Written by portway-firstboot from portway.toml (sshAuthorizedKeys)\n${boot.sshAuthorizedKeys.join('\n')}\n` : undefined,
     nmConnection: boot.wifi ? nmConnection(boot.wifi) : undefined,
     regulatoryDomain: boot.wifi ? `# Written by portway-firstboot from portway.toml\noptions cfg80211 ieee80211_regdom=${boot.wifi.country}\n` : undefined,
     country: boot.wifi?.country,
     consumedToml,
-    summary: { relay: boot.relay, name: boot.name, secret: boot.enrollKey !== undefined ? 'enrollKey' : 'claimCode', wifi: boot.wifi ? { ssid: boot.wifi.ssid, country: boot.wifi.country } : undefined },
+    summary: { relay: boot.relay, name: boot.name, secret: boot.enrollKey !== undefined ? 'enrollKey' : 'claimCode', sshKeys: boot.sshAuthorizedKeys?.length ?? 0, wifi: boot.wifi ? { ssid: boot.wifi.ssid, country: boot.wifi.country } : undefined },
   };
 }
 

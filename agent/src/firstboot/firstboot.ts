@@ -5,6 +5,7 @@
  *      group): any problem -> PW_CONFIG_INVALID listing them all, and nothing on the system has changed
  *   2. write every target to a temp file beside it (fsync, mode, owner), then rename them all into place:
  *      agent.json (root:portway 0640, as the .deb leaves it; the agent runs as portway and must read it),
+ *      root's SSH authorized_keys (0600, its directory 0700, when sshAuthorizedKeys is given),
  *      the NetworkManager keyfile (root 0600) and the regulatory domain (modprobe.d)
  *   3. erase the secrets from the boot partition: portway.toml.applied gets the file without enrollKey,
  *      claimCode and the Wi-Fi passphrase; the original is overwritten in place with spaces, synced, then
@@ -15,7 +16,7 @@
 import { promises as fs, constants } from 'node:fs';
 import path from 'node:path';
 import { PortwayError } from '../../../protocol';
-import { planFirstboot, type FirstbootPlan } from './firstboot-plan';
+import { NOT_CONFIGURED, planFirstboot, type FirstbootPlan } from './firstboot-plan';
 
 export interface FirstbootPaths {
   readonly bootDir: string;
@@ -23,6 +24,7 @@ export interface FirstbootPaths {
   readonly nmConnectionsDir: string;
   readonly modprobeFile: string;
   readonly groupFile: string;
+  readonly sshAuthorizedKeys: string;
 }
 
 export const DEFAULT_FIRSTBOOT_PATHS: FirstbootPaths = {
@@ -31,6 +33,7 @@ export const DEFAULT_FIRSTBOOT_PATHS: FirstbootPaths = {
   nmConnectionsDir: '/etc/NetworkManager/system-connections',
   modprobeFile: '/etc/modprobe.d/portway-wifi-country.conf',
   groupFile: '/etc/group',
+  sshAuthorizedKeys: '/root/.ssh/authorized_keys',
 };
 
 export const BOOT_FILE = 'portway.toml';
@@ -42,12 +45,16 @@ interface Target {
   readonly data: string;
   readonly mode: number;
   readonly gid: number;
-  /** Made (0755) when missing, after validation; otherwise a missing directory is a problem. */
+  /** Made (dirMode, default 0755) when missing, after validation; otherwise a missing directory is a problem. */
   readonly mayCreateDir: boolean;
+  readonly dirMode?: number;
 }
 
-/** Resolves with the plan's summary, or undefined when there is no portway.toml (nothing to do). */
-export async function runFirstboot(paths: FirstbootPaths, say: (line: string) => void): Promise<Record<string, unknown> | undefined> {
+/**
+ * Resolves with the plan's summary, undefined when there is no portway.toml, or NOT_CONFIGURED when it has no
+ * settings (the image's template): nothing to do in both cases.
+ */
+export async function runFirstboot(paths: FirstbootPaths, say: (line: string) => void): Promise<Record<string, unknown> | typeof NOT_CONFIGURED | undefined> {
   const bootFile = path.join(paths.bootDir, BOOT_FILE);
   let toml: Buffer;
   try {
@@ -59,14 +66,16 @@ export async function runFirstboot(paths: FirstbootPaths, say: (line: string) =>
   // ---- 1. validate everything
   const existing = await fs.readFile(paths.agentConfig, 'utf8').catch(() => undefined);
   const plan = planFirstboot(toml, existing, bootFile);
+  if (plan === NOT_CONFIGURED) return NOT_CONFIGURED;
   const portwayGid = await groupId(paths.groupFile, 'portway');
   const targets: Target[] = [{ file: paths.agentConfig, data: plan.agentJson, mode: portwayGid === undefined ? 0o600 : 0o640, gid: portwayGid ?? 0, mayCreateDir: true }];
+  if (plan.authorizedKeys !== undefined) targets.push({ file: paths.sshAuthorizedKeys, data: plan.authorizedKeys, mode: 0o600, gid: 0, mayCreateDir: true, dirMode: 0o700 });
   if (plan.nmConnection !== undefined) targets.push({ file: path.join(paths.nmConnectionsDir, NM_FILE), data: plan.nmConnection, mode: 0o600, gid: 0, mayCreateDir: false });
   if (plan.regulatoryDomain !== undefined) targets.push({ file: paths.modprobeFile, data: plan.regulatoryDomain, mode: 0o644, gid: 0, mayCreateDir: true });
   const problems: string[] = [];
   for (const t of targets) {
     const dir = t.mayCreateDir && !(await exists(path.dirname(t.file))) ? path.dirname(path.dirname(t.file)) : path.dirname(t.file);
-    const hint = t.file.includes('NetworkManager') ? ' (is NetworkManager installed?)' : '';
+    const hint = t.file.includes('NetworkManager') ? ' (is NetworkManager installed?)' : t.file === paths.sshAuthorizedKeys ? ' (for sshAuthorizedKeys)' : '';
     await fs.access(dir, constants.W_OK).catch((err: NodeJS.ErrnoException) => problems.push(`${dir}: ${err.code ?? 'not writable'}${hint}`));
   }
   await fs.access(paths.bootDir, constants.W_OK).catch((err: NodeJS.ErrnoException) => problems.push(`${paths.bootDir}: ${err.code ?? 'not writable'} (the secrets could not be erased)`));
@@ -77,7 +86,7 @@ export async function runFirstboot(paths: FirstbootPaths, say: (line: string) =>
   const temps: string[] = [];
   try {
     for (const t of targets) {
-      if (t.mayCreateDir) await fs.mkdir(path.dirname(t.file), { recursive: true, mode: 0o755 });
+      if (t.mayCreateDir) await fs.mkdir(path.dirname(t.file), { recursive: true, mode: t.dirMode ?? 0o755 });
       const tmp = `${t.file}.firstboot-${process.pid}`;
       temps.push(tmp);
       await writeSynced(tmp, t.data, t.mode);
