@@ -213,7 +213,7 @@ new SerialPortHub({ log }, service, { openTimeoutMs: 5000 }).acquire('writer').t
     expect(JSON.parse(result.stdout)).toEqual({ code: 'PW_SERIAL_PERMISSION_DENIED', message: `the agent may not open ${raw.agentPath} (EACCES); add its user to the dialout group` });
   });
 
-  it('rfc2217: bytes both ways at once, then pyserial changes baud rate, framing and modem lines, and the port follows (termios of the agent end)', async () => {
+  it('rfc2217: bytes both ways at once, then pyserial changes baud rate, framing, flow control and modem lines, and the port follows (termios of the agent end)', async () => {
     const { port } = await cluster.connect('modem');
     const peer = await openPeer(disposer, rfc.peerPath);
     const atPeer = new ByteTaker(peer);
@@ -239,6 +239,11 @@ s.bytesize = serial.SEVENBITS
 s.parity = serial.PARITY_EVEN
 s.stopbits = serial.STOPBITS_TWO
 step('framing')
+s.xonxoff = True
+step('xonxoff')
+s.xonxoff = False
+s.rtscts = True
+step('rtscts')
 s.dtr = False
 s.rts = False
 step('lines', cts=s.cts, dsr=s.dsr, cd=s.cd)
@@ -277,6 +282,16 @@ step('closed')
     // forces CS8 without parity whatever a program asks (a real UART takes all three; docs/serial.md).
     const framing = await ttySettings(rfc.agentPath);
     expect({ speed: framing.speed, cstopb: framing.flags.has('cstopb') }).toEqual({ speed: 57600, cstopb: true });
+    // Flow control (SET-CONTROL) reopens the port with it; a pty keeps both kinds.
+    py.stdin.write('\n');
+    await next('xonxoff');
+    const soft = await ttySettings(rfc.agentPath);
+    expect(['ixon', 'ixoff', '-crtscts'].filter((f) => !soft.flags.has(f))).toEqual([]);
+    py.stdin.write('\n');
+    await next('rtscts');
+    const hard = await ttySettings(rfc.agentPath);
+    expect(['crtscts', '-ixon', '-ixoff', 'cstopb'].filter((f) => !hard.flags.has(f))).toEqual([]);
+    expect(hard.speed).toBe(57600);
     py.stdin.write('\n');
     // A pty has no modem lines: the agent reports a peer that is always ready (documented in docs/serial.md).
     expect(await next('lines')).toMatchObject({ cts: true, dsr: true, cd: true });
