@@ -9,6 +9,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import { SerialPort } from 'serialport';
+import { keepPollInterest } from '../agent/src/streams/serial-poll-interest';
 import { PortwayCluster, pseudoRandomBytes } from '../devtools';
 import type { BenchContext } from './context';
 import { DEVICE_NAME } from './environment';
@@ -78,6 +79,7 @@ async function open(pathName: string, baudRate: number): Promise<SerialPort> {
   const port = new SerialPort({ path: pathName, baudRate, autoOpen: false });
   port.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));
+  keepPollInterest(port); // as the agent does, so "direct" is the same serialport
   return port;
 }
 

@@ -138,9 +138,8 @@ export async function pipe(options: { device: string; service: string }, stdio: 
 
 export function parseListen(spec: string | undefined): { host: string; port: number } {
   if (spec === undefined) return { host: '127.0.0.1', port: 0 };
-  if (/^\d{1,5}$/.test(spec)) return { host: '127.0.0.1', port: Number(spec) };
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(spec);
+  const m = /^(?:(?:\[([^\]]+)\]|([^:]+)):)?(\d{1,5})$/.exec(spec);
   const port = Number(m?.[3]);
   if (!m || port > 65535) throw new PortwayError('PW_BAD_REQUEST', `-L expects [ADDR:]PORT, got ${JSON.stringify(spec).slice(0, 60)}`);
-  return { host: (m[1] ?? m[2]) as string, port };
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }

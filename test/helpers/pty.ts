@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { SerialPort } from 'serialport';
+import { keepPollInterest } from '../../agent/src/streams/serial-poll-interest';
 import type { Disposer } from './disposer';
 import { waitFor } from './wait';
 
@@ -34,13 +35,15 @@ export async function startPtyPair(disposer: Disposer, agentPath: string, peerPa
   return { agentPath, peerPath, stop };
 }
 
-/** The test's end of a pair, opened with serialport (its own flock, raw termios). */
+/** The test's end of a pair, opened with serialport (its own flock, raw termios) and its poller patched like the agent's. */
 export async function openPeer(disposer: Disposer, path: string, baudRate = 115200): Promise<SerialPort> {
   const port = new SerialPort({ path, baudRate, autoOpen: false });
   port.on('error', () => {
     // A test that cares reads the close event.
   });
   await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));
+  // The same lost-wakeup workaround as the agent's, or this end could stall when both directions are busy.
+  if (!keepPollInterest(port)) throw new Error('serialport poller not patched (serial-poll-interest.ts)');
   disposer.add(() => new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve())), 'close peer port');
   return port;
 }

@@ -1,7 +1,7 @@
 /**
  * Serial services through the tunnel with real parts: socat pty pairs as the serial line (the agent opens one
  * end, the test the other with serialport), real relay/agent/client processes, pyserial's rfc2217:// client
- * (Debian python3-serial) and `portway console`. Covers every byte value and 1 MiB both ways, the one-writer
+ * (Debian python3-serial) and `portway console`. Covers every byte value and 1 MiB each way at the same time, the one-writer
  * rule and read-only taps, RFC 2217 line changes applied to the port (checked in the kernel's termios of the
  * agent's end with stty), malformed Telnet, and unplug/replug (socat killed and started again at the same
  * link path) with the service listed as unavailable meanwhile.
@@ -19,6 +19,7 @@ const IO_TIMEOUT_MS = 20_000;
 const BIG_TIMEOUT_MS = 60_000;
 const LOG_TIMEOUT_MS = 20_000;
 const MIB = 1024 * 1024;
+const ROUNDS_BOTH_WAYS = 3;
 const PYTHON = '/usr/bin/python3'; // Debian's, where python3-serial lives
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
 
@@ -49,7 +50,7 @@ describe('serial services', () => {
 
   const closedLines = (service: string): Record<string, unknown>[] => cluster.agent!.events('agent.stream.closed').filter((e) => e.service === service);
 
-  it('raw: every byte value and 1 MiB of random bytes cross intact both ways', async () => {
+  it('raw: every byte value, then 1 MiB of random bytes each way at the same time (3 rounds), cross intact; no XON/XOFF on the port', async () => {
     const { port } = await cluster.connect('console');
     const peer = await openPeer(disposer, raw.peerPath);
     const atPeer = new ByteTaker(peer);
@@ -61,15 +62,22 @@ describe('serial services', () => {
     expect((await atPeer.take(256, IO_TIMEOUT_MS)).equals(ALL_BYTES)).toBe(true);
     peer.write(ALL_BYTES);
     expect((await atClient.take(256, IO_TIMEOUT_MS)).equals(ALL_BYTES)).toBe(true);
-    const up = pseudoRandomBytes('serial up', MIB);
-    socket.write(up);
-    expect((await atPeer.take(MIB, BIG_TIMEOUT_MS)).equals(up)).toBe(true);
-    const down = pseudoRandomBytes('serial down', MIB);
-    peer.write(down);
-    expect((await atClient.take(MIB, BIG_TIMEOUT_MS)).equals(down)).toBe(true);
+    // The agent's end is raw: no software flow control (0x11/0x13 in random data are data), no CR/NL mapping.
+    const { flags } = await ttySettings(raw.agentPath);
+    expect(['-ixon', '-ixoff', '-ixany', '-icrnl', '-opost', '-icanon', '-isig', '-echo'].filter((f) => !flags.has(f))).toEqual([]);
+    // Both directions at once: a port busy both ways used to stall for good (serial-poll-interest.ts).
+    for (let round = 1; round <= ROUNDS_BOTH_WAYS; round++) {
+      const up = pseudoRandomBytes(`serial up ${round}`, MIB);
+      const down = pseudoRandomBytes(`serial down ${round}`, MIB);
+      socket.write(up);
+      peer.write(down);
+      const [atPort, atUser] = await Promise.all([atPeer.take(MIB, BIG_TIMEOUT_MS), atClient.take(MIB, BIG_TIMEOUT_MS)]);
+      expect({ round, up: atPort.equals(up), down: atUser.equals(down) }).toEqual({ round, up: true, down: true });
+    }
     socket.end();
     await waitFor(() => closedLines('console').length > before, { timeoutMs: LOG_TIMEOUT_MS, intervalMs: 50, description: 'stream closed' });
-    expect(closedLines('console')[before]).toMatchObject({ outcome: 'complete', transport: 'serial', role: 'writer', bytesIn: MIB + 256, bytesOut: MIB + 256 });
+    const total = ROUNDS_BOTH_WAYS * MIB + 256;
+    expect(closedLines('console')[before]).toMatchObject({ outcome: 'complete', transport: 'serial', role: 'writer', bytesIn: total, bytesOut: total });
     expect(atPeer.length).toBe(0);
   });
 
@@ -205,12 +213,11 @@ new SerialPortHub({ log }, service, { openTimeoutMs: 5000 }).acquire('writer').t
     expect(JSON.parse(result.stdout)).toEqual({ code: 'PW_SERIAL_PERMISSION_DENIED', message: `the agent may not open ${raw.agentPath} (EACCES); add its user to the dialout group` });
   });
 
-  it('rfc2217: pyserial changes baud rate, framing and modem lines, and the port follows (termios of the agent end)', async () => {
+  it('rfc2217: bytes both ways at once, then pyserial changes baud rate, framing, flow control and modem lines, and the port follows (termios of the agent end)', async () => {
     const { port } = await cluster.connect('modem');
     const peer = await openPeer(disposer, rfc.peerPath);
     const atPeer = new ByteTaker(peer);
-    // One direction at a time: socat moves both directions of a pty pair in one loop with blocking writes,
-    // so saturating both at once can stall the pair itself, whatever is on either end.
+    // Both directions at once: pyserial writes while the port's bytes come back.
     const pattern = (head: number[], n: number, mul: number, add: number): Buffer => Buffer.concat([Buffer.from(head), Buffer.from(Array.from({ length: n }, (_, i) => (i * mul + add) % 256))]);
     const up = pattern(Array.from({ length: 256 }, (_, i) => i), 65536, 7, 3);
     const down = pattern(Array.from({ length: 256 }, (_, i) => 255 - i), 65536, 11, 5);
@@ -222,10 +229,8 @@ def step(name, **extra):
 s = serial.serial_for_url('rfc2217://127.0.0.1:${port}?timeout=10', baudrate=19200, timeout=30)
 step('open')
 up = bytes(range(256)) + bytes((i * 7 + 3) % 256 for i in range(65536))
-s.write(up)
-s.flush()
-step('sent')
 down = bytes(range(255, -1, -1)) + bytes((i * 11 + 5) % 256 for i in range(65536))
+s.write(up)
 back = s.read(len(down))
 step('received', ok=(back == down), length=len(back))
 s.baudrate = 57600
@@ -234,6 +239,11 @@ s.bytesize = serial.SEVENBITS
 s.parity = serial.PARITY_EVEN
 s.stopbits = serial.STOPBITS_TWO
 step('framing')
+s.xonxoff = True
+step('xonxoff')
+s.xonxoff = False
+s.rtscts = True
+step('rtscts')
 s.dtr = False
 s.rts = False
 step('lines', cts=s.cts, dsr=s.dsr, cd=s.cd)
@@ -259,11 +269,9 @@ step('closed')
     };
     await next('open');
     expect((await ttySettings(rfc.agentPath)).speed).toBe(19200);
-    py.stdin.write('\n');
-    await next('sent');
-    expect((await atPeer.take(up.length, IO_TIMEOUT_MS)).equals(up)).toBe(true);
     peer.write(down);
     py.stdin.write('\n');
+    expect((await atPeer.take(up.length, IO_TIMEOUT_MS)).equals(up)).toBe(true);
     expect(await next('received')).toMatchObject({ ok: true, length: 256 + 65536 });
     py.stdin.write('\n');
     await next('baud');
@@ -274,6 +282,16 @@ step('closed')
     // forces CS8 without parity whatever a program asks (a real UART takes all three; docs/serial.md).
     const framing = await ttySettings(rfc.agentPath);
     expect({ speed: framing.speed, cstopb: framing.flags.has('cstopb') }).toEqual({ speed: 57600, cstopb: true });
+    // Flow control (SET-CONTROL) reopens the port with it; a pty keeps both kinds.
+    py.stdin.write('\n');
+    await next('xonxoff');
+    const soft = await ttySettings(rfc.agentPath);
+    expect(['ixon', 'ixoff', '-crtscts'].filter((f) => !soft.flags.has(f))).toEqual([]);
+    py.stdin.write('\n');
+    await next('rtscts');
+    const hard = await ttySettings(rfc.agentPath);
+    expect(['crtscts', '-ixon', '-ixoff', 'cstopb'].filter((f) => !hard.flags.has(f))).toEqual([]);
+    expect(hard.speed).toBe(57600);
     py.stdin.write('\n');
     // A pty has no modem lines: the agent reports a peer that is always ready (documented in docs/serial.md).
     expect(await next('lines')).toMatchObject({ cts: true, dsr: true, cd: true });

@@ -14,6 +14,7 @@ import { MODEMSTATE, PortwayError, type LineState } from '../../../protocol';
 import type { Logger } from '../../../shared/logger';
 import type { SerialServiceConfig } from '../config';
 import { closeQuietly, portError } from './serial-port-errors';
+import { keepPollInterest } from './serial-poll-interest';
 
 export type SerialRole = 'writer' | 'tap';
 
@@ -261,6 +262,8 @@ export class SerialPortHub {
         else resolve();
       });
     });
+    // Without this a port that sends and receives at once can stall for good (serial-poll-interest.ts).
+    if (!keepPollInterest(port)) this.deps.log.warn({ service: this.service.name, path }, 'agent.serial.poll_interest_unpatched');
     port.on('data', (chunk: Buffer) => {
       this.writer?.subscriber?.deliver(chunk);
       for (const tap of this.taps) tap.subscriber?.deliver(chunk);
