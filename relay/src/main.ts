@@ -129,18 +129,24 @@ export async function relayServe(flags: { data: string; db?: string; broker?: st
   });
   const log = createLogger({ level: options.logLevel, name: 'portway-relay' });
   const relay = new Relay({ log, misbehaviour: testMisbehaviour(log) }, options);
-  await relay.start();
+  // The handlers are in place before the relay starts: a SIGTERM that arrives during start-up (or right after
+  // `relay.started` was logged) stops it cleanly once it has started, instead of killing it half-way.
+  const starting = relay.start();
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'relay.stopping');
-    relay.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    starting
+      .catch(() => undefined)
+      .then(() => relay.stop())
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  await starting;
   return relay;
 }
