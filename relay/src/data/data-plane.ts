@@ -32,6 +32,7 @@ import type { DeviceRegistry } from '../control/device-registry';
 import type { Device, Store, User } from '../store';
 import { dropConnection, type Connection } from '../tls-front';
 import { AgentSockets } from './agent-sockets';
+import type { DataMisbehaviour } from './data-misbehaviour';
 import { splice } from './splice';
 
 export interface DataPlaneOptions {
@@ -73,7 +74,7 @@ export class DataPlane {
   private readonly liveStreams = new Map<string, Set<readonly [Connection, Connection]>>();
 
   constructor(
-    private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry },
+    private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry; misbehaviour?: DataMisbehaviour },
     private readonly options: DataPlaneOptions,
   ) {
     this.agentSockets = new AgentSockets(options);
@@ -203,12 +204,13 @@ export class DataPlane {
     const ok = encodeFrame(FrameType.RELAY_STATUS, { ok: true, streamId, deviceId: device.id, deviceName: device.name, deviceKey: device.keyFingerprint });
     const log = this.deps.log.child({ streamId, deviceId: device.id, userId: user.id, service: open.service });
     this.deps.registry.warmPool(device.id);
+    const agentDeviceId = await this.agentDeviceFor(device, open.service);
     if (open.prime) {
       this.trackPrimed(conn, user.id, device.id);
       await this.sendLast(conn, ok);
       await this.waitForFirstBytes(conn);
       this.untrackPrimed(conn);
-      const agent = await this.acquireAgent(device.id).catch((err: unknown) => {
+      const agent = await this.acquireAgent(agentDeviceId).catch((err: unknown) => {
         // The client already runs its inner TLS: it cannot read a status frame any more; cut it.
         log.info({ code: err instanceof PortwayError ? err.code : 'PW_INTERNAL' }, 'relay.stream.pair_failed');
         dropConnection(conn, { reset: true });
@@ -216,7 +218,7 @@ export class DataPlane {
       });
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     } else {
-      const agent = await this.acquireAgent(device.id);
+      const agent = await this.acquireAgent(agentDeviceId);
       if (conn.raw.destroyed) {
         dropConnection(agent);
         return;
@@ -224,6 +226,14 @@ export class DataPlane {
       await this.sendLast(conn, ok);
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     }
+  }
+
+  /** The device whose agent socket serves a stream to `device`: itself, unless a test relay splices to another. */
+  private async agentDeviceFor(device: Device, service: string): Promise<string> {
+    const misbehaviour = this.deps.misbehaviour;
+    if (misbehaviour?.name !== 'splice-other-device' || !misbehaviour.appliesTo(service)) return device.id;
+    const other = (await this.deps.store.listDevices()).find((d) => d.id !== device.id && d.ownerUserId === device.ownerUserId && this.deps.registry.isOnline(d.id));
+    return other?.id ?? device.id;
   }
 
   private trackPrimed(conn: Connection, userId: string, deviceId: string): void {
@@ -286,7 +296,10 @@ export class DataPlane {
     this.trackLive(s.deviceId, live, true);
     s.log.info('relay.stream.opened');
     this.sendLast(agent, streamOpen)
-      .then(() => splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs, handoffTimeoutMs: this.options.firstFrameTimeoutMs }))
+      .then(() => {
+        const tamperAtoB = this.deps.misbehaviour?.appliesTo(s.service) ? this.deps.misbehaviour.clientToAgent() : undefined;
+        return splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs, handoffTimeoutMs: this.options.firstFrameTimeoutMs, ...(tamperAtoB ? { tamperAtoB } : {}) });
+      })
       .then(
         (result) => {
           this.trackLive(s.deviceId, live, false);
