@@ -11,6 +11,8 @@
  *   stdout        {"event":"enrolled","count":N,"ms":...}
  *   stdin         "connect"
  *   stdout        {"event":"online","count":N,"failed":0,"ms":...}   (or {"event":"error","message":...})
+ *   stdin         "status"
+ *   stdout        {"event":"status","onlineNow":K}   (cheap: for polling while the fleet reconnects)
  *   stdin         "timeline"
  *   stdout        {"event":"timeline","online":[[i,t],...],"onlineNow":K}  every 'online' of device i since
  *                 connect, t in ms since the epoch (the reconnection storm test, test/integration/reliability-storm)
@@ -153,6 +155,8 @@ async function main(): Promise<void> {
       started = performance.now();
       const result = await fleet.connect();
       emit({ event: 'online', count: result.online, failed: result.failed, ms: Math.round(performance.now() - started) });
+    } else if (line.value.trim() === 'status') {
+      emit({ event: 'status', onlineNow: fleet.onlineCount() });
     } else if (line.value.trim() === 'timeline') {
       emit({ event: 'timeline', online: fleet.onlineAt, onlineNow: fleet.onlineCount() });
     } else if (line.value.trim() === 'stop') break;

@@ -4,8 +4,9 @@
  * connection) on one relay; the relay is SIGKILLed and started again after systemd's RestartSec (2 s,
  * systemd/portway-relay.service). Measured:
  *   - back: each device's first 'online' after the new relay listened (the fleet's own timestamps);
- *   - handshakes per second at the relay: its `broker.client.connected` lines (one per MQTT session that
- *     passed TLS and CONNECT), the largest count in any sliding 1 s window against the total;
+ *   - handshakes per second: the fleet's own timestamps of every session that came up (TLS, CONNECT, subscribe
+ *     and status published), cross-checked with the relay's `broker.client.connected` lines; the largest count
+ *     in any sliding 1 s window against the total;
  *   - relay RSS: steady state = median VmRSS of the old relay holding the N sessions; peak = VmHWM of the new
  *     relay once the storm is over (its peak since start), plus VmRSS sampled every 100 ms.
  * N = 500 in `npm test`; a nightly run sets PORTWAY_STORM_AGENTS (e.g. 5000; at most 20,000).
@@ -100,9 +101,11 @@ describe('reconnection storm', () => {
     // Every device back (bounded), then the timeline.
     let onlineNow = 0;
     const deadline = listeningAt + WAIT_ALL_BACK_MS;
+    // A busy fleet (one process, N TLS clients) answers slowly: bounds grow with N.
+    const answerMs = 10_000 + AGENTS * 10;
     while (Date.now() < deadline) {
-      fleet.send('timeline');
-      onlineNow = Number((await fleet.next('timeline', 10_000)).onlineNow);
+      fleet.send('status');
+      onlineNow = Number((await fleet.next('status', answerMs)).onlineNow);
       if (onlineNow >= AGENTS) break;
       await sleep(1_000); // poll interval of a bounded wait
     }
@@ -110,7 +113,7 @@ describe('reconnection storm', () => {
     clearInterval(sampler);
     const { hwm: rssPeakKiB, rss: rssAfterKiB } = memKiB(relayPid);
     fleet.send('timeline');
-    const timeline = (await fleet.next('timeline', 10_000)).online as [number, number][];
+    const timeline = (await fleet.next('timeline', answerMs)).online as [number, number][];
 
     const backAt = new Map<number, number>();
     for (const [device, at] of timeline) if (at > killedAt && !backAt.has(device)) backAt.set(device, at - listeningAt);
@@ -118,7 +121,11 @@ describe('reconnection storm', () => {
     const backWithin60s = backMs.filter((ms) => ms <= BACK_WITHIN_MS).length;
     const pct = (q: number): number => backMs[Math.min(backMs.length - 1, Math.ceil(q * backMs.length) - 1)] ?? NaN;
 
-    const connectedAt = relay.lines.filter((l) => isEvent('broker.client.connected')(l) && l.includes('"deviceId"')).map(lineTime).sort((a, b) => a - b);
+    // Handshakes: every 'online' of the fleet after the kill (TLS, CONNECT, subscribe and status done), from the
+    // fleet's own timestamps; the relay's broker.client.connected lines are a cross-check (its first 20,000
+    // log lines only: ManagedProcess keeps no more).
+    const connectedAt = timeline.filter(([, at]) => at > killedAt).map(([, at]) => at).sort((a, b) => a - b);
+    const relayConnected = relay.lines.filter((l) => isEvent('broker.client.connected')(l) && l.includes('"deviceId"')).length;
     const refused = relay.lines.filter(isEvent('broker.connection.refused')).length;
     const maxPerSecond = maxInWindow(connectedAt, 1_000);
     const perSecond: number[] = [];
@@ -139,6 +146,8 @@ describe('reconnection storm', () => {
       backP99Ms: pct(0.99),
       backMaxMs: backMs[backMs.length - 1],
       handshakes: connectedAt.length,
+      relayConnectedLines: relayConnected,
+      relayLinesTruncated: relay.lines.length >= 20_000,
       refusedConnections: refused,
       maxHandshakesIn1s: maxPerSecond,
       maxHandshakesIn1sPct: Math.round((1_000 * maxPerSecond) / Math.max(1, connectedAt.length)) / 10,
@@ -155,12 +164,12 @@ describe('reconnection storm', () => {
   }, 420_000);
 
   // KNOWN MISS (docs/reliability.md, "Needs fixing"): after a relay restart of a few seconds every agent is at
-  // backoff attempt 2-3, so full jitter spreads the fleet over a ceiling of only 2-4 s: 35-40 % of the
+  // backoff attempt 2-3, so full jitter spreads the fleet over a ceiling of only 2-4 s: 20-40 % of the
   // handshakes land in one second. Spreading them over 10 s or more needs a change to the backoff or an
-  // accept-rate limit at the relay (a choice against the 5 s "back online" promise). `it.failing` turns red
-  // the day the target is met: then make it a plain `it`.
-  it.failing('no 1 s window takes more than 10 % of the handshakes (known miss)', () => {
+  // accept-rate limit at the relay (a choice against the 5 s "back online" promise). This test asserts the
+  // miss, so it turns red the day the target is met: then assert maxHandshakesIn1s <= 10 % instead.
+  it('no 1 s window takes more than 10 % of the handshakes (KNOWN MISS: asserts that it is still missed)', () => {
     if (storm === undefined) throw new Error('the storm test did not run');
-    expect(storm.maxHandshakesIn1s).toBeLessThanOrEqual(0.1 * storm.handshakes);
+    expect(storm.maxHandshakesIn1s).toBeGreaterThan(0.1 * storm.handshakes);
   });
 });
