@@ -20,6 +20,7 @@ import { connectRelayDataSocket } from '../../shared/relay-data-socket';
 import { TlsSessionCache } from '../../shared/tls-session-cache';
 import type { PortwayCluster } from '../../devtools/portway-cluster';
 import { Disposer, makeTempDir, startCluster, startEchoServer } from '../helpers';
+import { seededRandom } from '../helpers/chunking';
 
 const PAIRS = Number(process.env.PORTWAY_ENUM_TRIES ?? 400);
 const WARMUP = 20;
@@ -30,18 +31,6 @@ const MAX_MEDIAN_DIFF_MS = 50;
 
 function figure(name: string, value: unknown): void {
   process.stdout.write(`reliability.figure ${name} ${JSON.stringify(value)}\n`);
-}
-
-/** Mulberry32: a seeded order, so a run can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -86,7 +75,7 @@ describe('unknown and forbidden devices', () => {
 
   it(`same answer and the same time (${PAIRS} pairs): median of the paired differences within ${MAX_PAIRED_DIFF_MS} ms`, async () => {
     const sessions = new TlsSessionCache();
-    const random = seeded(20261126);
+    const random = seededRandom(20261126);
     const names = { forbidden: 'pi1', unknown: 'pi9' } as const;
     for (let i = 0; i < WARMUP; i++) await ask(sessions, i % 2 === 0 ? names.forbidden : names.unknown);
     const times = { forbidden: [] as number[], unknown: [] as number[] };
