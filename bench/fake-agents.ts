@@ -11,12 +11,19 @@
  *   stdout        {"event":"enrolled","count":N,"ms":...}
  *   stdin         "connect"
  *   stdout        {"event":"online","count":N,"failed":0,"ms":...}   (or {"event":"error","message":...})
+ *   stdin         "status"
+ *   stdout        {"event":"status","onlineNow":K}   (cheap: for polling while the fleet reconnects)
+ *   stdin         "timeline"
+ *   stdout        {"event":"timeline","online":[[i,t],...],"onlineNow":K}  every 'online' of device i since
+ *                 connect, t in ms since the epoch (the reconnection storm test, test/integration/reliability-storm)
  *   stdin         "stop" or end of input -> offline status published, connections closed, exit 0
+ * `timers` in the configuration overrides the agent's production timers (agentTimersSchema); the backoff code
+ * is the agent's own (ControlChannel: full jitter, capped, reset only after a stable connection).
  */
 import { createInterface } from 'node:readline';
 import tls from 'node:tls';
 import { ControlChannel } from '../agent/src/control/control-channel';
-import { agentTimersSchema } from '../agent/src/config';
+import { type AgentTimers, agentTimersSchema } from '../agent/src/config';
 import { apiRequest } from '../shared/https-json';
 import { silentLogger } from '../shared/logger';
 import { fetchPinnedCa, parseHostPort } from '../shared/relay-trust';
@@ -33,6 +40,7 @@ export interface FakeFleetConfig {
   readonly enrollKey: string;
   readonly count: number;
   readonly concurrency: number;
+  readonly timers?: Partial<AgentTimers>;
 }
 
 interface EnrolledDevice {
@@ -55,6 +63,8 @@ export class FakeFleet {
   private relayCaPem = '';
   private readonly devices: EnrolledDevice[] = [];
   private readonly channels: ControlChannel[] = [];
+  /** Every 'online' of every device: [device index, ms since the epoch]. */
+  readonly onlineAt: [number, number][] = [];
 
   constructor(private readonly config: FakeFleetConfig) {
     if (!Number.isInteger(config.count) || config.count < 1 || config.count > MAX_AGENTS) throw new RangeError(`count must be 1-${MAX_AGENTS}`);
@@ -80,7 +90,7 @@ export class FakeFleet {
 
   /** Connect every device; resolves with how many came online within the bound. */
   async connect(): Promise<{ online: number; failed: number }> {
-    const timers = agentTimersSchema.parse({});
+    const timers = agentTimersSchema.parse(this.config.timers ?? {});
     const log = silentLogger();
     let online = 0;
     let failed = 0;
@@ -89,6 +99,7 @@ export class FakeFleet {
       const secureContext = tls.createSecureContext({ key: d.keyPem, cert: d.certPem, ca: this.relayCaPem, minVersion: 'TLSv1.3' });
       const channel = new ControlChannel({ log, now: Date.now }, { host: this.relay.host, port: this.relay.port, deviceId: d.deviceId, secureContext, services: [], version: 'bench-fake', timers });
       this.channels.push(channel);
+      channel.on('online', () => this.onlineAt.push([i, Date.now()]));
       const isOnline = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), ONLINE_TIMEOUT_MS);
         channel.once('online', () => {
@@ -101,6 +112,10 @@ export class FakeFleet {
       else failed++;
     });
     return { online, failed };
+  }
+
+  onlineCount(): number {
+    return this.channels.filter((c) => c.isOnline).length;
   }
 
   async stop(): Promise<void> {
@@ -140,6 +155,10 @@ async function main(): Promise<void> {
       started = performance.now();
       const result = await fleet.connect();
       emit({ event: 'online', count: result.online, failed: result.failed, ms: Math.round(performance.now() - started) });
+    } else if (line.value.trim() === 'status') {
+      emit({ event: 'status', onlineNow: fleet.onlineCount() });
+    } else if (line.value.trim() === 'timeline') {
+      emit({ event: 'timeline', online: fleet.onlineAt, onlineNow: fleet.onlineCount() });
     } else if (line.value.trim() === 'stop') break;
   }
   stop();

@@ -111,8 +111,19 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       } else {
         local.destroy(new PortwayError('PW_STREAM_ABORTED', reason));
       }
-      if (options.transport) resetSocket(options.transport, options.closeGraceMs);
-      inner.destroy();
+      const transport = options.transport;
+      if (!transport) {
+        inner.destroy();
+        return;
+      }
+      // Reset (RST, so the relay sees an abort) and destroy the TLS session on it one turn later, outside the
+      // TLS wrap's callback this may run in: resetting the TCP handle under a wrap that is still dispatching,
+      // then destroying the wrap, crashed the forward proxy with SIGSEGV (a UDP session storm evicting sessions
+      // whose streams were still opening: reliability-udp-storm.test.ts; the relay met it in tls-front.ts).
+      setImmediate(() => {
+        resetSocket(transport, options.closeGraceMs);
+        inner.destroy();
+      });
     };
     const maybeFinish = (): void => {
       if (!(sentFin && gotFin) || graceTimer) return;

@@ -5,6 +5,7 @@ import { createLogger } from '../../shared/logger';
 import { parseHostPort } from '../../shared/relay-trust';
 import { ClaimMisbehaviour, MISBEHAVIOURS, type MisbehaviourName } from './claims/claim-misbehaviour';
 import { parseRelayOptions } from './config';
+import { DATA_MISBEHAVIOURS, DataMisbehaviour, type DataMisbehaviourName } from './data/data-misbehaviour';
 import { initDataDir, loadCa, relayFiles } from './data-dir';
 import { Relay } from './relay';
 import { checkDbSetting, openStore, type Store, type TokenScope } from './store';
@@ -93,17 +94,21 @@ export function relayDeviceRevoke(flags: StoreFlags, nameOrId: string): Promise<
 }
 
 /**
- * TEST ONLY: PORTWAY_TEST_MISBEHAVE=swap-claim-keys makes this relay lie during claims (claim-misbehaviour.ts),
- * honoured only with PORTWAY_TEST=1; otherwise the relay refuses to start, so a stray variable never goes unnoticed.
+ * TEST ONLY: PORTWAY_TEST_MISBEHAVE=swap-claim-keys makes this relay lie during claims (claim-misbehaviour.ts);
+ * =replay-record[:SERVICE] or =splice-other-device[:SERVICE] makes it tamper with streams (data-misbehaviour.ts).
+ * Honoured only with PORTWAY_TEST=1; otherwise the relay refuses to start, so a stray variable never goes unnoticed.
  */
-function testMisbehaviour(log: ReturnType<typeof createLogger>): ClaimMisbehaviour | undefined {
-  const name = process.env.PORTWAY_TEST_MISBEHAVE;
-  if (name === undefined || name === '') return undefined;
-  if (process.env.PORTWAY_TEST !== '1' || !(MISBEHAVIOURS as readonly string[]).includes(name)) {
+function testMisbehaviour(log: ReturnType<typeof createLogger>): { misbehaviour?: ClaimMisbehaviour; dataMisbehaviour?: DataMisbehaviour } {
+  const value = process.env.PORTWAY_TEST_MISBEHAVE;
+  if (value === undefined || value === '') return {};
+  const [name = '', service] = value.split(':', 2);
+  const isClaim = (MISBEHAVIOURS as readonly string[]).includes(name) && service === undefined;
+  const isData = (DATA_MISBEHAVIOURS as readonly string[]).includes(name);
+  if (process.env.PORTWAY_TEST !== '1' || !(isClaim || isData)) {
     throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_MISBEHAVE is for tests only (it needs PORTWAY_TEST=1 and a known name)');
   }
-  log.warn({ misbehaviour: name }, 'relay.test_misbehaviour.enabled');
-  return new ClaimMisbehaviour(name as MisbehaviourName);
+  log.warn({ misbehaviour: name, ...(service === undefined ? {} : { service }) }, 'relay.test_misbehaviour.enabled');
+  return isClaim ? { misbehaviour: new ClaimMisbehaviour(name as MisbehaviourName) } : { dataMisbehaviour: new DataMisbehaviour(name as DataMisbehaviourName, service) };
 }
 
 export async function relayServe(flags: { data: string; db?: string; broker?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {
@@ -128,7 +133,7 @@ export async function relayServe(flags: { data: string; db?: string; broker?: st
     ...(flags.logLevel ? { logLevel: flags.logLevel } : {}),
   });
   const log = createLogger({ level: options.logLevel, name: 'portway-relay' });
-  const relay = new Relay({ log, misbehaviour: testMisbehaviour(log) }, options);
+  const relay = new Relay({ log, ...testMisbehaviour(log) }, options);
   // The handlers are in place before the relay starts: a SIGTERM that arrives during start-up (or right after
   // `relay.started` was logged) stops it cleanly once it has started, instead of killing it half-way.
   const starting = relay.start();

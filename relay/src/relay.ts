@@ -10,6 +10,7 @@ import { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/logger';
 import { HttpApi } from './api/http-api';
 import type { ClaimMisbehaviour } from './claims/claim-misbehaviour';
+import type { DataMisbehaviour } from './data/data-misbehaviour';
 import { ClaimService } from './claims/claim-service';
 import { EmbeddedBroker, ExternalBroker } from './broker';
 import type { RelayOptions } from './config';
@@ -32,6 +33,8 @@ export interface RelayDeps {
   readonly now?: () => number;
   /** TEST ONLY (claim-misbehaviour.ts): a relay that lies during claims. */
   readonly misbehaviour?: ClaimMisbehaviour;
+  /** TEST ONLY (data-misbehaviour.ts): a relay that replays or mis-splices stream bytes. */
+  readonly dataMisbehaviour?: DataMisbehaviour;
 }
 
 export class Relay {
@@ -83,7 +86,7 @@ export class Relay {
       await registry.start();
       this.stack.push(() => registry.stop());
 
-      const dataPlane = new DataPlane({ log: log.child({ component: 'data' }), store, registry }, { ...timers, ...limits });
+      const dataPlane = new DataPlane({ log: log.child({ component: 'data' }), store, registry, misbehaviour: this.deps.dataMisbehaviour }, { ...timers, ...limits });
       dataPlane.start();
       this.dataPlane = dataPlane;
       this.stack.push(() => dataPlane.stop());

@@ -312,7 +312,11 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
     if (connection.state === 'connecting') {
       connection.state = 'closed';
       this.pendingCount--;
-      connection.log.debug({ reason: connection.closeReason ?? 'closed' }, 'broker.connection.closed');
+      const reason = connection.closeReason ?? 'closed';
+      // A connection that never sent its CONNECT (a slowloris, or garbage that looks like an unfinished packet)
+      // gets its one coded line like every other rejected connection; a peer that just went away does not.
+      if (reason === 'connect_timeout') connection.log.info({ code: 'PW_HANDSHAKE_TIMEOUT', reason }, 'broker.connection.closed');
+      else connection.log.debug({ reason }, 'broker.connection.closed');
     }
     this.markDisconnected(connection);
   }

@@ -29,9 +29,10 @@ import { readFrame } from '../../../shared/read-frame';
 import type { HandoffCarrier } from '../../../shared/tls-handoff';
 import { canReach, checkCertToken, checkDeviceCert } from '../access';
 import type { DeviceRegistry } from '../control/device-registry';
-import type { Device, Store, User } from '../store';
+import type { Device, Share, Store, User } from '../store';
 import { dropConnection, type Connection } from '../tls-front';
 import { AgentSockets } from './agent-sockets';
+import type { DataMisbehaviour } from './data-misbehaviour';
 import { splice } from './splice';
 
 export interface DataPlaneOptions {
@@ -75,7 +76,7 @@ export class DataPlane {
   private readonly liveStreams = new Map<string, Set<readonly [Connection, Connection]>>();
 
   constructor(
-    private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry },
+    private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry; misbehaviour?: DataMisbehaviour },
     private readonly options: DataPlaneOptions,
   ) {
     this.agentSockets = new AgentSockets(options);
@@ -181,16 +182,18 @@ export class DataPlane {
   }
 
   private async resolveDevice(user: User, open: ClientOpen): Promise<Device> {
-    const found = await this.deps.store.findDevices(open.device);
-    // Shares are looked up only for devices the user neither owns nor reaches as an admin.
-    const shares = await Promise.all(found.map((d) => (user.isAdmin || d.ownerUserId === user.id ? undefined : this.deps.store.getShare(d.id, user.id))));
-    const visible = found.filter((d, i) => canReach(user, d, shares[i]));
+    // The user's shares are read once per request, whatever the name matched: a device that exists but is not
+    // the user's then costs the same store work as one that does not exist (no timing oracle for device names;
+    // test/integration/device-enumeration.test.ts). Admins reach every device and need no share.
+    const [found, shares] = await Promise.all([this.deps.store.findDevices(open.device), user.isAdmin ? Promise.resolve([]) : this.deps.store.listShares({ userId: user.id })]);
+    const shareOf = (d: Device): Share | undefined => shares.find((s) => s.deviceId === d.id);
+    const visible = found.filter((d) => canReach(user, d, shareOf(d)));
     // A device that exists but is not the user's gets the same answer as one that does not exist, so device
     // names and IDs cannot be enumerated. (PW_NOT_AUTHORIZED is for a reachable device's unshared service.)
     if (visible.length === 0) throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(open.device)}`);
     if (visible.length > 1) throw new PortwayError('PW_BAD_REQUEST', `several devices are named ${JSON.stringify(open.device)}; use the device ID`);
     const device = visible[0] as Device;
-    if (!canReach(user, device, shares[found.indexOf(device)], open.service)) {
+    if (!canReach(user, device, shareOf(device), open.service)) {
       throw new PortwayError('PW_NOT_AUTHORIZED', `not authorized to reach service ${JSON.stringify(open.service)} on ${device.name}`);
     }
     if (!this.deps.registry.isOnline(device.id)) throw new PortwayError('PW_DEVICE_OFFLINE', `device ${device.name} is offline`);
@@ -208,12 +211,13 @@ export class DataPlane {
     const ok = encodeFrame(FrameType.RELAY_STATUS, { ok: true, streamId, deviceId: device.id, deviceName: device.name, deviceKey: device.keyFingerprint });
     const log = this.deps.log.child({ streamId, deviceId: device.id, userId: user.id, service: open.service });
     this.deps.registry.warmPool(device.id);
+    const agentDeviceId = await this.agentDeviceFor(device, open.service);
     if (open.prime) {
       this.trackPrimed(conn, user.id, device.id);
       await this.sendLast(conn, ok);
       await this.waitForFirstBytes(conn);
       this.untrackPrimed(conn);
-      const agent = await this.acquireAgent(device.id).catch((err: unknown) => {
+      const agent = await this.acquireAgent(agentDeviceId).catch((err: unknown) => {
         // The client already runs its inner TLS: it cannot read a status frame any more; cut it.
         log.info({ code: err instanceof PortwayError ? err.code : 'PW_INTERNAL' }, 'relay.stream.pair_failed');
         dropConnection(conn, { reset: true });
@@ -221,7 +225,7 @@ export class DataPlane {
       });
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     } else {
-      const agent = await this.acquireAgent(device.id);
+      const agent = await this.acquireAgent(agentDeviceId);
       if (conn.raw.destroyed) {
         dropConnection(agent);
         return;
@@ -229,6 +233,14 @@ export class DataPlane {
       await this.sendLast(conn, ok);
       this.pair(conn, agent, { streamId, deviceId: device.id, service: open.service, user, log });
     }
+  }
+
+  /** The device whose agent socket serves a stream to `device`: itself, unless a test relay splices to another. */
+  private async agentDeviceFor(device: Device, service: string): Promise<string> {
+    const misbehaviour = this.deps.misbehaviour;
+    if (misbehaviour?.name !== 'splice-other-device' || !misbehaviour.appliesTo(service)) return device.id;
+    const other = (await this.deps.store.listDevices()).find((d) => d.id !== device.id && d.ownerUserId === device.ownerUserId && this.deps.registry.isOnline(d.id));
+    return other?.id ?? device.id;
   }
 
   private trackPrimed(conn: Connection, userId: string, deviceId: string): void {
@@ -291,7 +303,10 @@ export class DataPlane {
     this.trackLive(s.deviceId, live, true);
     s.log.info('relay.stream.opened');
     this.sendLast(agent, streamOpen)
-      .then(() => splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs, handoffTimeoutMs: this.options.firstFrameTimeoutMs }))
+      .then(() => {
+        const tamperAtoB = this.deps.misbehaviour?.appliesTo(s.service) ? this.deps.misbehaviour.clientToAgent() : undefined;
+        return splice(client, agent, { closeGraceMs: this.options.streamCloseGraceMs, handoffTimeoutMs: this.options.firstFrameTimeoutMs, ...(tamperAtoB ? { tamperAtoB } : {}) });
+      })
       .then(
         (result) => {
           this.trackLive(s.deviceId, live, false);

@@ -7,6 +7,7 @@
  * there is one teardown for both: if either side fails or closes without an orderly end (or before its
  * handoff), the other is reset (RST), so the far end sees an error and not a clean EOF.
  */
+import type { Transform } from 'node:stream';
 import { dropConnection, type Connection } from '../tls-front';
 
 export interface SpliceOptions {
@@ -14,6 +15,8 @@ export interface SpliceOptions {
   readonly closeGraceMs: number;
   /** How long a side may take to send its handoff marker (the agent: after STREAM_OPEN) before both are reset. */
   readonly handoffTimeoutMs: number;
+  /** TEST ONLY (data-misbehaviour.ts): a stage the A-to-B bytes go through after the handoff. */
+  readonly tamperAtoB?: Transform;
 }
 
 export interface SpliceResult {
@@ -76,7 +79,9 @@ export function splice(a: Connection, b: Connection, options: SpliceOptions): Pr
         }
         started[direction] = dst.raw.bytesWritten;
         src.raw.once('end', onEnd);
-        src.raw.pipe(dst.raw);
+        const tamper = direction === 'aToB' ? options.tamperAtoB : undefined;
+        if (tamper) src.raw.pipe(tamper.on('error', abort)).pipe(dst.raw);
+        else src.raw.pipe(dst.raw);
       }, abort);
     };
     for (const side of [a, b]) {
