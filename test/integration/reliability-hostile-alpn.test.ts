@@ -210,11 +210,13 @@ describe('relay ALPN routes under hostile input volume', () => {
    * `count` connections with ALPN `alpn`, each: TLS (resumed after the first), write input(i) once, time until
    * the relay closes it (bounded). Resolves with the close times and how many handshakes were resumed.
    */
-  async function flood(alpn: string, credentials: Credentials | undefined, count: number, input: (i: number) => Buffer, onAnswer?: (i: number, answer: Buffer) => void): Promise<{ closeMs: number[]; resumed: number; elapsedMs: number }> {
+  async function flood(alpn: string, credentials: Credentials | undefined, count: number, input: (i: number) => Buffer, onAnswer?: (i: number, answer: Buffer) => void): Promise<{ closeMs: number[]; resumed: number; elapsedMs: number; ports: Set<number> }> {
     const context = tls.createSecureContext({ ...(credentials ?? {}), minVersion: 'TLSv1.3' });
     let session: Buffer | undefined;
     let resumed = 0;
     const closeMs: number[] = [];
+    /** The flood's own source ports: the relay's lines about other connections (the agent's pool, say) are not counted. */
+    const ports = new Set<number>();
     let next = 0;
     const one = (i: number): Promise<number> =>
       new Promise((resolve) => {
@@ -223,6 +225,7 @@ describe('relay ALPN routes under hostile input volume', () => {
         const timer = setTimeout(() => socket.destroy(), DEADLINE_MS + 5_000);
         socket.on('session', (s: Buffer) => (session = s));
         socket.on('secureConnect', () => {
+          if (socket.localPort !== undefined) ports.add(socket.localPort);
           if (socket.isSessionReused()) resumed++;
           sentAt = Date.now();
           socket.write(input(i));
@@ -244,7 +247,7 @@ describe('relay ALPN routes under hostile input volume', () => {
         while (next < count) closeMs.push(await one(next++));
       }),
     );
-    return { closeMs, resumed, elapsedMs: Date.now() - started };
+    return { closeMs, resumed, elapsedMs: Date.now() - started, ports };
   }
 
   function summary(closeMs: number[]): { p50Ms: number; p99Ms: number; maxMs: number; within1s: number } {
@@ -293,11 +296,14 @@ describe('relay ALPN routes under hostile input volume', () => {
     const run = await flood('portway-data/1', user, INPUTS, (i) => dataGarbage(i, random));
     await new Promise((r) => setTimeout(r, 500));
     const entries = tally.take();
-    const refused = only(entries, 'relay.data.refused');
+    const allRefused = only(entries, 'relay.data.refused');
+    const refused = allRefused.filter((e) => run.ports.has(Number(String(e.remote).split(':').pop())));
     const heapGrowth = (await heapUsed()) - heapBefore;
     const s = summary(run.closeMs);
     const byCode = codeCounts(refused, 'code');
-    results.data = { inputs: INPUTS, elapsedMs: run.elapsedMs, resumed: run.resumed, ...s, codedLines: refused.length, byCode, heapGrowthBytes: heapGrowth };
+    // Lines about other connections (under this load the real agent's pooled socket can miss its first-frame deadline).
+    const otherRefused = codeCounts(allRefused.filter((e) => !refused.includes(e)), 'code');
+    results.data = { inputs: INPUTS, elapsedMs: run.elapsedMs, resumed: run.resumed, ...s, codedLines: refused.length, byCode, otherRefused, heapGrowthBytes: heapGrowth };
     await expectUndisturbed('after-data');
     expect(byCode.PW_INTERNAL).toBeUndefined();
     expect(refused.length).toBe(INPUTS);
