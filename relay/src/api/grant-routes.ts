@@ -17,9 +17,9 @@ import * as z from 'zod';
 import { PortwayError, signedGrantSetSchema } from '../../../protocol';
 import { verifyGrantSet } from '../../../shared/grant-signature';
 import { spkiFingerprint } from '../../../shared/x509';
-import { canManageShares, canReach } from '../access';
 import type { GrantDelivery } from '../control/grant-delivery';
 import type { Device, Store, User } from '../store';
+import { findManagedDevice } from './managed-device';
 import { audited, parseBody, pathSegment, requireScope, type ApiReply, type ApiRequest } from './api-route';
 
 const putSchema = z.object({ grants: signedGrantSetSchema });
@@ -27,15 +27,7 @@ const putSchema = z.object({ grants: signedGrantSetSchema });
 export function grantRoutes(deps: { store: Store; delivery?: GrantDelivery; now: () => number; userCertValidityMs: number }): (req: ApiRequest) => Promise<ApiReply | undefined> {
   const { store } = deps;
 
-  const managedDevice = async (user: User, nameOrId: string): Promise<Device> => {
-    const found = await store.findDevices(nameOrId);
-    const managed = found.filter((d) => canManageShares(user, d));
-    if (managed.length > 1) throw new PortwayError('PW_BAD_REQUEST', 'several devices have this name; use the device ID');
-    if (managed.length === 1) return managed[0] as Device;
-    const shares = await Promise.all(found.map((d) => store.getShare(d.id, user.id)));
-    if (found.some((d, i) => canReach(user, d, shares[i]))) throw new PortwayError('PW_NOT_AUTHORIZED', "only the owner of a device or an admin may see or change its grants");
-    throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(nameOrId)}`);
-  };
+  const managedDevice = (user: User, nameOrId: string): Promise<Device> => findManagedDevice(store, user, nameOrId, "only the owner of a device or an admin may see or change its grants");
 
   const ownerKeyOf = async (device: Device): Promise<string | undefined> => {
     const key = await store.getClaimOwnerKey(device.id);

@@ -12,8 +12,8 @@
  */
 import * as z from 'zod';
 import { nameSchema, PortwayError } from '../../../protocol';
-import { canManageShares, canReach } from '../access';
 import { MAX_SHARED_SERVICES, type Device, type Share, type Store, type User } from '../store';
+import { findManagedDevice } from './managed-device';
 import { audited, parseBody, pathSegment, requireScope, type ApiReply, type ApiRequest } from './api-route';
 import type { ClientStreams } from './token-routes';
 
@@ -33,15 +33,7 @@ export function shareRoutes(deps: { store: Store; streams?: ClientStreams }): (r
   const { store } = deps;
 
   /** The one device `nameOrId` names that `user` may manage shares of. */
-  const managedDevice = async (user: User, nameOrId: string): Promise<Device> => {
-    const found = await store.findDevices(nameOrId);
-    const managed = found.filter((d) => canManageShares(user, d));
-    if (managed.length > 1) throw new PortwayError('PW_BAD_REQUEST', 'several devices have this name; use the device ID');
-    if (managed.length === 1) return managed[0] as Device;
-    const shares = await Promise.all(found.map((d) => store.getShare(d.id, user.id)));
-    if (found.some((d, i) => canReach(user, d, shares[i]))) throw new PortwayError('PW_NOT_AUTHORIZED', 'only the owner of a device or an admin may change its shares');
-    throw new PortwayError('PW_UNKNOWN_DEVICE', `no device named ${JSON.stringify(nameOrId)}`);
-  };
+  const managedDevice = (user: User, nameOrId: string): Promise<Device> => findManagedDevice(store, user, nameOrId, 'only the owner of a device or an admin may change its shares');
 
   const userNamed = async (name: string): Promise<User> => {
     const user = await store.getUserByName(name);
