@@ -337,6 +337,27 @@ describe.each(['embedded', 'external'] as const)('%s broker over TCP', (kind) =>
     expect(packet.retain).toBe(true);
   });
 
+  test('a clean DISCONNECT publishes no will, even when the device closes its socket right after it', async () => {
+    const h = await startHarness();
+    const relay = await h.connectRelay();
+    await relay.subscribeAsync('pw/v1/dev/+/status', { qos: 1 });
+    const status = deviceTopic(DEV_A, 'status');
+    const will = { topic: status, payload: Buffer.from('{"online":false,"will":true}'), qos: 1 as const, retain: false };
+    const seen = recordMessages(relay);
+    const a = await h.connect(device(DEV_A), { will });
+    const disconnected = waitFor(h.broker, 'broker.client.disconnected');
+    await a.endAsync();
+    await disconnected;
+    // Give a will time to arrive, then prove the relay still receives: a sentinel on the same topic.
+    await new Promise((r) => setTimeout(r, 300));
+    const b = await h.connect(device(DEV_B));
+    const sentinel = nextMessage(relay, deviceTopic(DEV_B, 'status'));
+    await b.publishAsync(deviceTopic(DEV_B, 'status'), '{"online":true}', { qos: 1 });
+    await sentinel;
+    seen.stop();
+    expect(seen.topics).toEqual([deviceTopic(DEV_B, 'status')]);
+  });
+
   test('a second connection with the same client ID replaces the first', async () => {
     const h = await startHarness();
     const first = await h.connect(device(DEV_A));

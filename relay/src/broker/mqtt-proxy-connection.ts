@@ -46,6 +46,8 @@ const CONNACK_SERVER_UNAVAILABLE = 3;
 const CONNACK_NOT_AUTHORIZED = 5;
 const SUBACK_FAILURE = 0x80;
 const LOGGED_CHARS = 256;
+/** After a DISCONNECT, how long the broker gets to close the upstream socket before it is destroyed. */
+const UPSTREAM_CLOSE_GRACE_MS = 5_000;
 
 export class MqttProxyConnection {
   state: ConnectionState = 'connecting';
@@ -62,6 +64,7 @@ export class MqttProxyConnection {
   /** SUBSCRIBEs sent on with some filters removed: the refused positions, by message ID. */
   private readonly refusedFilters = new Map<number, { readonly positions: readonly number[]; readonly total: number }>();
   private connectTimer: NodeJS.Timeout | undefined;
+  private sawDisconnect = false;
 
   constructor(
     readonly stream: Duplex,
@@ -95,7 +98,17 @@ export class MqttProxyConnection {
     this.state = 'closed';
     clearTimeout(this.connectTimer);
     this.stream.destroy();
-    this.upstream?.destroy();
+    // After the device's DISCONNECT the upstream socket is ended, not destroyed: destroying it could drop the
+    // DISCONNECT still queued, and the broker would publish the will of a device that left cleanly.
+    const upstream = this.upstream;
+    if (upstream && this.sawDisconnect && !upstream.destroyed) {
+      upstream.end();
+      const timer = setTimeout(() => upstream.destroy(), UPSTREAM_CLOSE_GRACE_MS);
+      timer.unref();
+      upstream.once('close', () => clearTimeout(timer));
+    } else {
+      upstream?.destroy();
+    }
     this.options.onClose(this);
   }
 
@@ -133,6 +146,7 @@ export class MqttProxyConnection {
         this.toBroker(packet);
         this.upstream.end();
         this.closeReason ??= 'closed';
+        this.sawDisconnect = true;
         return;
       default:
         // A second CONNECT, or a packet only a server sends.
