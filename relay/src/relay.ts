@@ -184,7 +184,7 @@ export class Relay {
     const broker =
       url === undefined
         ? new EmbeddedBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1 })
-        : new ExternalBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1, url, ...(brokerPassword ? { password: brokerPassword } : {}), ...(brokerCaFile ? { caPem: await readFile(brokerCaFile, 'utf8') } : {}) });
+        : new ExternalBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1, url, ...(brokerPassword ? { password: brokerPassword } : {}), ...(brokerCaFile ? { caPem: await readBrokerCa(brokerCaFile) } : {}) });
     await broker.start();
     this.broker = broker;
     this.stack.push(() => broker.stop());
@@ -221,5 +221,13 @@ export class Relay {
         this.deps.log.warn({ err }, 'relay.stop.step_failed');
       }
     }
+  }
+}
+
+async function readBrokerCa(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new PortwayError('PW_CONFIG_INVALID', `cannot read brokerCaFile ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
 }

@@ -5,6 +5,8 @@
  * The broker-level rules (ACL, CONNECT checks, garbage) are the same suite as the embedded broker's
  * (broker.test.ts runs it on both).
  */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { ManagedProcess, isEvent } from '../../devtools/portway-cluster';
 import { Disposer, HELLO_TEXT, findFreePort, runProcess, startCluster, startHttpServer, startMosquitto } from '../helpers';
 
@@ -62,6 +64,16 @@ describe('relay with an external MQTT broker', () => {
     const result = await cluster.runCli(['relay', '--data', cluster.relayDir, '--listen', `127.0.0.1:${await findFreePort()}`, '--broker', `mqtt://127.0.0.1:${port}`], { timeoutMs: 20_000 });
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain('PW_BROKER_UNREACHABLE');
+  });
+
+  it('a brokerCaFile that cannot be read stops the relay at start with PW_CONFIG_INVALID naming the file', async () => {
+    const cluster = await startCluster(disposer, { services: [] });
+    const config = path.join(cluster.dir, 'broker-ca.json');
+    await fs.writeFile(config, JSON.stringify({ brokerCaFile: '/nonexistent/broker-ca.pem' }));
+    const result = await cluster.runCli(['relay', '--data', cluster.relayDir, '--listen', `127.0.0.1:${await findFreePort()}`, '--broker', 'mqtts://127.0.0.1:8883', '--config', config], { timeoutMs: 20_000 });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('PW_CONFIG_INVALID');
+    expect(result.stderr).toContain('cannot read brokerCaFile /nonexistent/broker-ca.pem: ENOENT');
   });
 
   it.each([
