@@ -43,6 +43,7 @@ export const ERRORS = {
   PW_RELAY_UNREACHABLE: { meaning: 'could not connect to the relay', retryable: true, wire: false },
   PW_BROKER_UNREACHABLE: { meaning: 'the relay could not connect to its external MQTT broker', retryable: true, wire: false },
   PW_RELAY_CERT_MISMATCH: { meaning: 'the relay certificate does not match the configured CA or fingerprint', retryable: false, wire: false },
+  PW_RELAY_BUSY: { meaning: 'the relay is pacing new device sessions (a reconnection storm) and closed this one before TLS; the device retries after its backoff', retryable: true, wire: false },
   PW_SHUTTING_DOWN: { meaning: 'the component is stopping', retryable: true, wire: true },
   PW_UNKNOWN_MESSAGE: { meaning: 'a control message had an unknown type', retryable: false, wire: true },
   PW_CONFIG_INVALID: { meaning: 'a configuration file failed validation', retryable: false, wire: false },

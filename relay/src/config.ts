@@ -27,6 +27,8 @@ export const relayTimersSchema = z
     httpRequestTimeoutMs: z.number().int().positive().default(15_000),
     /** How often the relay reads revocations written by others (relay CLI, other relays) to end live sessions. */
     revocationPollMs: z.number().int().positive().max(5_000).default(1_000),
+    /** Longest wait of a device connection for its admission slot (keep below the agents' connectTimeoutMs). */
+    deviceAdmissionWaitMs: z.number().int().min(0).max(60_000).default(5_000),
   })
   .strict();
 
@@ -40,6 +42,11 @@ export const relayLimitsSchema = z
     /** Sockets the relay asks an agent to keep open while users are active on it. */
     poolSize: z.number().int().min(0).max(16).default(2),
     maxHttpBodyBytes: z.number().int().positive().default(64 * 1024),
+    /** New device sessions are paced so that the whole fleet (active devices) comes back over about this many seconds. */
+    deviceReconnectSpreadS: z.number().int().min(1).max(3_600).default(15),
+    /** Bounds on that pace, in new device sessions per second. */
+    minDeviceSessionsPerSecond: z.number().int().positive().default(20),
+    maxDeviceSessionsPerSecond: z.number().int().positive().default(1_000),
   })
   .strict();
 
@@ -92,7 +99,11 @@ export const relayOptionsSchema = z
     claims: relayClaimsSchema.default(relayClaimsSchema.parse({})),
   })
   .strict()
-  .refine((o) => (o.certFile === undefined) === (o.keyFile === undefined), { message: '--cert and --key go together', path: ['certFile'] });
+  .refine((o) => (o.certFile === undefined) === (o.keyFile === undefined), { message: '--cert and --key go together', path: ['certFile'] })
+  .refine((o) => o.limits.minDeviceSessionsPerSecond <= o.limits.maxDeviceSessionsPerSecond, {
+    message: 'minDeviceSessionsPerSecond must not exceed maxDeviceSessionsPerSecond',
+    path: ['limits', 'minDeviceSessionsPerSecond'],
+  });
 
 export type RelayOptions = z.infer<typeof relayOptionsSchema>;
 export type RelayTimers = z.infer<typeof relayTimersSchema>;

@@ -26,7 +26,11 @@ import { RelayMetrics } from './metrics';
 import type { CertificateAuthority } from './pki';
 import { describeDb, openStore, type Store } from './store';
 import { dropConnection, TlsFront } from './tls-front';
+import { DeviceAdmission } from './device-admission';
 import { tlsCipherOptions } from '../../shared/tls-profile';
+
+/** How often the device admission rate follows the store's fleet size (enrollments, claims, revocations). */
+const FLEET_REFRESH_MS = 10_000;
 
 export interface RelayDeps {
   readonly log: Logger;
@@ -117,6 +121,8 @@ export class Relay {
       );
       this.stack.push(() => api.stop());
 
+      const admission = await this.startAdmission(store, log);
+
       // sessionIdContext: with client certificates requested, OpenSSL resumes sessions only inside a named context.
       const secureContext = tls.createSecureContext({ cert: server.certPem, key: server.keyPem, ca: ca.certPem, sessionIdContext: 'portway-relay', ...tlsCipherOptions() });
       const front = new TlsFront(
@@ -124,6 +130,7 @@ export class Relay {
           log: log.child({ component: 'front' }),
           secureContext,
           ca: new X509Certificate(ca.certPem),
+          admission,
           routes: {
             data: (conn) => dataPlane.handleConnection(conn),
             http: (conn) => api.handleConnection(conn),
@@ -168,13 +175,31 @@ export class Relay {
         this.metricsAt = metricsAddress;
       }
       this.state = 'running';
-      log.info({ address: this.address, metrics: metricsAddress, caFingerprint: ca.fingerprint, db: describeDb(db) }, 'relay.started');
+      log.info({ address: this.address, metrics: metricsAddress, caFingerprint: ca.fingerprint, db: describeDb(db), deviceSessionsPerSecond: admission.ratePerSecond }, 'relay.started');
       return this.address;
     } catch (err) {
       await this.unwind();
       this.state = 'stopped';
       throw err;
     }
+  }
+
+  /** Pacing of device sessions (device-admission.ts), sized from the store's fleet now and every 10 s. */
+  private async startAdmission(store: Store, log: Logger): Promise<DeviceAdmission> {
+    const { limits, timers } = this.options;
+    const admission = new DeviceAdmission(
+      { spreadS: limits.deviceReconnectSpreadS, minPerSecond: limits.minDeviceSessionsPerSecond, maxPerSecond: limits.maxDeviceSessionsPerSecond, maxWaitMs: timers.deviceAdmissionWaitMs },
+    );
+    admission.setFleetSize(await store.countActiveDevices());
+    const refresh = setInterval(() => {
+      store.countActiveDevices().then(
+        (devices) => admission.setFleetSize(devices),
+        (err: unknown) => log.warn({ err }, 'relay.admission.fleet_count_failed'),
+      );
+    }, FLEET_REFRESH_MS);
+    refresh.unref();
+    this.stack.push(() => clearInterval(refresh));
+    return admission;
   }
 
   /** The embedded broker, or the relay's gateway to the external one (`broker` option). */

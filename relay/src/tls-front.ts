@@ -12,6 +12,7 @@ import { HandoffCarrier } from '../../shared/tls-handoff';
 import { type PeerCertCode, verifyPeerCert } from '../../shared/peer-cert';
 import { describeCert } from '../../shared/x509';
 import type { Logger } from '../../shared/logger';
+import type { DeviceAdmission } from './device-admission';
 
 const IDENTITY_CACHE_ENTRIES = 10_000;
 /** A TLS connection starts with a handshake record (content type 22). */
@@ -66,11 +67,21 @@ export class TlsFront {
   private readonly sockets = new Map<net.Socket, tls.TLSSocket>();
   /** Connections whose ClientHello is still being read. */
   private readonly peeking = new Set<net.Socket>();
+  /** Device connections waiting for their admission slot (paused, before TLS). */
+  private readonly waiting = new Set<net.Socket>();
   private readonly identities = new Map<string, { identity: PeerIdentity; notBefore: number; notAfter: number }>();
   private state: 'idle' | 'listening' | 'closed' = 'idle';
 
   constructor(
-    private readonly deps: { log: Logger; secureContext: tls.SecureContext; ca: X509Certificate; routes: TlsFrontRoutes; onReject?: (reason: string) => void },
+    private readonly deps: {
+      log: Logger;
+      secureContext: tls.SecureContext;
+      ca: X509Certificate;
+      routes: TlsFrontRoutes;
+      onReject?: (reason: string) => void;
+      /** Paces connections offering ALPN `mqtt` (device sessions) before their TLS handshake. */
+      admission?: DeviceAdmission;
+    },
     private readonly options: TlsFrontOptions,
   ) {}
 
@@ -103,7 +114,10 @@ export class TlsFront {
     }
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 30_000);
-    raw.once('close', () => this.sockets.delete(raw));
+    raw.once('close', () => {
+      this.sockets.delete(raw);
+      this.waiting.delete(raw);
+    });
     const started = Date.now();
     this.peeking.add(raw);
     peekClientHelloAlpn(raw, this.options.tlsHandshakeTimeoutMs).then((offered) => {
@@ -121,7 +135,25 @@ export class TlsFront {
       }
       // Data sockets get a TLS layer that can end at the handoff marker; MQTT and HTTP keep Node's native one.
       const carrier = offered.includes(ALPN_DATA) ? new HandoffCarrier(raw) : undefined;
-      this.startTls(raw, remote, carrier, Math.max(1, this.options.tlsHandshakeTimeoutMs - (Date.now() - started)));
+      // The wait for an admission slot does not count against the handshake deadline; reading the ClientHello does.
+      const handshakeTimeoutMs = Math.max(1, this.options.tlsHandshakeTimeoutMs - (Date.now() - started));
+      const start = (): void => {
+        this.waiting.delete(raw);
+        this.startTls(raw, remote, carrier, handshakeTimeoutMs);
+      };
+      const admission = this.deps.admission;
+      if (!admission || !offered.includes(ALPN_MQTT)) {
+        start();
+        return;
+      }
+      this.waiting.add(raw);
+      const verdict = admission.admit({ start, isGone: () => raw.destroyed || this.state === 'closed' });
+      if ('refused' in verdict) {
+        this.waiting.delete(raw);
+        this.deps.log.info({ remote, code: 'PW_RELAY_BUSY', reason: 'device sessions are paced after a reconnection storm', expectedWaitMs: verdict.expectedWaitMs }, 'relay.connection.rejected');
+        this.deps.onReject?.('PW_RELAY_BUSY');
+        raw.destroy();
+      }
     });
   }
 
@@ -184,7 +216,7 @@ export class TlsFront {
   }
 
   get connectionCount(): number {
-    return this.sockets.size + this.peeking.size;
+    return this.sockets.size + this.peeking.size + this.waiting.size;
   }
 
   async stop(): Promise<void> {
@@ -193,6 +225,9 @@ export class TlsFront {
     const server = this.server;
     for (const [raw, socket] of this.sockets) dropConnection({ raw, tls: socket });
     for (const raw of this.peeking) raw.destroy();
+    this.deps.admission?.stop();
+    for (const raw of this.waiting) raw.destroy();
+    this.waiting.clear();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }

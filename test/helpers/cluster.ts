@@ -18,7 +18,8 @@ export const FAST_AGENT_TIMERS = {
 };
 
 export const FAST_RELAY_CONFIG = {
-  timers: { tlsHandshakeTimeoutMs: 3_000, firstFrameTimeoutMs: 3_000, dialTimeoutMs: 5_000, streamCloseGraceMs: 5_000, mqttConnectTimeoutMs: 3_000 },
+  // deviceAdmissionWaitMs stays below FAST_AGENT_TIMERS.connectTimeoutMs, as the production defaults do (5 s < 10 s).
+  timers: { tlsHandshakeTimeoutMs: 3_000, firstFrameTimeoutMs: 3_000, dialTimeoutMs: 5_000, streamCloseGraceMs: 5_000, mqttConnectTimeoutMs: 3_000, deviceAdmissionWaitMs: 2_000 },
 };
 
 export async function startCluster(disposer: Disposer, options: Omit<ClusterOptions, 'dir'>): Promise<PortwayCluster> {

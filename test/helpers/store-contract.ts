@@ -226,6 +226,7 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.findDevices('pi')).toEqual([first, second]);
         expect(await store.findDevices('other')).toEqual([]);
         expect(await store.listDevices()).toEqual([first, second]);
+        expect(await store.countActiveDevices()).toBe(2);
       });
 
       it('updates the certificate of an active device only', async () => {
@@ -248,6 +249,7 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.findDevices('pi')).toEqual([]);
         expect(await store.findDevices(device.id)).toEqual([]);
         expect(await store.listDevices()).toEqual([{ ...device, revokedAt }]);
+        expect(await store.countActiveDevices()).toBe(0);
         expect(await store.revokeDevice('dev_aaaaaaaaaaaaaaaa')).toBe(false);
       });
 

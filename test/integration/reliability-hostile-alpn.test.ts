@@ -22,7 +22,7 @@ import { DATA_MAGIC, encodeFrame, encodePreamble, FrameType } from '../../protoc
 import type { ManagedProcess, PortwayCluster } from '../../devtools/portway-cluster';
 import { Disposer, FAST_AGENT_TIMERS, collectBytes, connectTcp, makeTempDir, startCluster, startEchoServer } from '../helpers';
 import { seededRandom } from '../helpers/chunking';
-import { RELIABILITY_RELAY_CONFIG, collectGarbage, gcNodeArgs, relayMetricsPort, sample, scrape } from '../helpers/reliability';
+import { RELIABILITY_RELAY_CONFIG, RELIABILITY_UNPACED_RELAY_CONFIG, collectGarbage, gcNodeArgs, relayMetricsPort, sample, scrape } from '../helpers/reliability';
 
 const INPUTS = Number(process.env.PORTWAY_HOSTILE_INPUTS ?? 10_000);
 const CONCURRENCY = 50;
@@ -167,7 +167,7 @@ describe('relay ALPN routes under hostile input volume', () => {
     if (!Number.isInteger(INPUTS) || INPUTS < 10 || INPUTS > 1_000_000) throw new RangeError('PORTWAY_HOSTILE_INPUTS must be 10-1000000');
     const echo = await startEchoServer(suite);
     gcDir = await makeTempDir(suite, 'portway-heap-');
-    cluster = await startCluster(suite, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_RELAY_CONFIG, relayNodeArgs: gcNodeArgs(gcDir) });
+    cluster = await startCluster(suite, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_UNPACED_RELAY_CONFIG, relayNodeArgs: gcNodeArgs(gcDir) });
     // The agent's keepalive is 10 s here (test profile 2 s, production 25 s): the floods below saturate both
     // cores, and a 2 s keepalive (3 s to PINGRESP) then trips in the starved agent itself (seen once per
     // 10,000-input MQTT flood at load average 7), which is not what this test is about.

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import type { ManagedProcess, PortwayCluster } from '../../devtools/portway-cluster';
 import { Disposer, type StartedFaultProxy, collectBytes, connectTcp, makeTempDir, startCluster, startEchoServer, startFaultProxy } from '../helpers';
 import { seededRandom } from '../helpers/chunking';
-import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, collectGarbage, eventsSince, gcNodeArgs, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
+import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, RELIABILITY_UNPACED_RELAY_CONFIG, collectGarbage, eventsSince, gcNodeArgs, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
 
 const GARBAGE_INPUTS = 10_000;
 const GARBAGE_CONCURRENCY = 100;
@@ -71,7 +71,7 @@ describe('relay port under garbage and slowloris', () => {
   beforeAll(async () => {
     const echo = await startEchoServer(suite);
     gcDir = await makeTempDir(suite, 'portway-heap-');
-    cluster = await startCluster(suite, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_RELAY_CONFIG, relayNodeArgs: gcNodeArgs(gcDir) });
+    cluster = await startCluster(suite, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_UNPACED_RELAY_CONFIG, relayNodeArgs: gcNodeArgs(gcDir) });
     await (cluster.agent as ManagedProcess).stop();
     proxy = await startFaultProxy(suite, { host: '127.0.0.1', port: cluster.relayPort });
     await cluster.writeAgentConfig({ relay: `127.0.0.1:${proxy.port}`, ...AGENT_METRICS_CONFIG });

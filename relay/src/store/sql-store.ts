@@ -205,6 +205,11 @@ export class SqlStore implements Store {
     return this.#run(async (db) => (await db.query<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices ORDER BY created_at, id`)).map(toDevice));
   }
 
+  countActiveDevices(): Promise<number> {
+    // PostgreSQL returns COUNT(*) as a bigint string, SQLite as a number.
+    return this.#run(async (db) => Number((await db.query<{ n: number | string }>('SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NULL'))[0]?.n ?? 0));
+  }
+
   updateDeviceCert(id: string, cert: { readonly certFingerprint: string; readonly keyFingerprint: string }): Promise<Device> {
     checkId(id, 'dev', 'id');
     checkFingerprint(cert.certFingerprint, 'certFingerprint');

@@ -154,6 +154,8 @@ export interface Store {
   findDevices(nameOrId: string): Promise<Device[]>;
   /** Every device, revoked ones included, oldest first. */
   listDevices(): Promise<Device[]>;
+  /** How many devices are not revoked (the fleet the relay may have to take back at once). */
+  countActiveDevices(): Promise<number>;
   /** After a renewal. Rejects PW_UNKNOWN_DEVICE for unknown or revoked devices. */
   updateDeviceCert(id: string, cert: { readonly certFingerprint: string; readonly keyFingerprint: string }): Promise<Device>;
   /** False when there was no such device. Idempotent: the first revocation time is kept. */
