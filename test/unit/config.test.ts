@@ -47,6 +47,7 @@ describe('relay options (parseRelayOptions)', () => {
         mqttConnectTimeoutMs: 10_000,
         httpRequestTimeoutMs: 15_000,
         revocationPollMs: 1_000,
+        deviceAdmissionWaitMs: 5_000,
       },
       limits: {
         maxConnections: 20_000,
@@ -56,6 +57,9 @@ describe('relay options (parseRelayOptions)', () => {
         maxPrimedPerUser: 64,
         poolSize: 2,
         maxHttpBodyBytes: 64 * 1024,
+        deviceReconnectSpreadS: 15,
+        minDeviceSessionsPerSecond: 20,
+        maxDeviceSessionsPerSecond: 1_000,
       },
       claims: {
         ttlMs: 7 * 24 * 3600 * 1000,
@@ -127,6 +131,15 @@ describe('relay options (parseRelayOptions)', () => {
   it('requires --cert and --key together (cross-field check)', () => {
     expect(configError(() => parseRelayOptions({ dataDir: '/d', certFile: '/c' }))).toContain('certFile: --cert and --key go together');
     expect(configError(() => parseRelayOptions({ dataDir: '/d', keyFile: '/k' }))).toContain('certFile: --cert and --key go together');
+  });
+
+  it('device session pacing: bounds in order, a positive spread, a wait within a minute', () => {
+    expect(configError(() => parseRelayOptions({ dataDir: '/d', limits: { minDeviceSessionsPerSecond: 50, maxDeviceSessionsPerSecond: 10 } }))).toContain(
+      'limits.minDeviceSessionsPerSecond: minDeviceSessionsPerSecond must not exceed maxDeviceSessionsPerSecond',
+    );
+    const message = configError(() => parseRelayOptions({ dataDir: '/d', limits: { deviceReconnectSpreadS: 0, minDeviceSessionsPerSecond: 0 }, timers: { deviceAdmissionWaitMs: 61_000 } }));
+    for (const keyPath of ['limits.deviceReconnectSpreadS:', 'limits.minDeviceSessionsPerSecond:', 'timers.deviceAdmissionWaitMs:']) expect(message).toContain(keyPath);
+    expect(parseRelayOptions({ dataDir: '/d', timers: { deviceAdmissionWaitMs: 0 } }).timers.deviceAdmissionWaitMs).toBe(0);
   });
 
   it.each([undefined, null, 'dataDir=/d', [], 42])('refuses a non-object %p', (input) => {
