@@ -445,6 +445,42 @@ describe.each(['embedded', 'external'] as const)('%s broker over TCP', (kind) =>
     });
   });
 
+  test('quiet connections with one device certificate fill only that device\'s pending room, not every device\'s', async () => {
+    // A CONNECT deadline longer than the test, so the quiet connections stay pending throughout.
+    const h = await startHarness({ maxPendingConnections: 6, maxPendingPerDevice: 4, connectTimeoutMs: 30_000 });
+    // Eight connections as DEV_X that never send CONNECT: four wait, four are refused at once.
+    const quiet = [];
+    for (let i = 0; i < 8; i++) quiet.push(await h.rawSocket(device(DEV_X)));
+    // A refused one may be closed before the loop gets to wait for it.
+    await Promise.all(quiet.slice(4).map((socket) => (socket.destroyed ? undefined : closeOf(socket))));
+    expect(h.logs.lines.filter((l) => l.msg === 'broker.connection.refused' && l.reason === 'too_many_pending_for_device' && l.deviceId === DEV_X)).toHaveLength(4);
+    expect(quiet.slice(0, 4).every((socket) => !socket.destroyed)).toBe(true);
+    // Another device still gets in (without the per-device cap, six quiet DEV_X connections would refuse it).
+    const other = await h.connect(device(DEV_B));
+    await roundTrip(other, DEV_B);
+    // Once DEV_X's quiet connections are gone, DEV_X itself connects.
+    await Promise.all(quiet.slice(0, 4).map((socket) => {
+      const closed = closeOf(socket);
+      socket.destroy();
+      return closed;
+    }));
+    // The broker has seen all four close (and counted them out) before DEV_X comes back.
+    const closes = (): number => h.logs.lines.filter((l) => l.msg === 'broker.connection.closed' && l.deviceId === DEV_X).length;
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (closes() < 4) return;
+          h.logs.off('line', check);
+          resolve();
+        };
+        h.logs.on('line', check);
+        check();
+      }),
+      'the four quiet connections closed at the broker',
+    );
+    await roundTrip(await h.connect(device(DEV_X)), DEV_X);
+  });
+
   test('stop() ends every client, is idempotent, and refuses later connections', async () => {
     const h = await startHarness();
     const a = await h.connect(device(DEV_A));

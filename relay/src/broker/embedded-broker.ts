@@ -24,12 +24,15 @@ import { PortwayError } from '../../../protocol';
 import { createAedes, type AedesBroker, type AedesClient, type AedesHooks, type ConnectRequest, type ConnectRefusal } from './aedes-adapter';
 import { authorizeDelivery, authorizePublish, authorizeSubscribe, isSafeDeviceId, type BrokerIdentity } from './broker-acl';
 import { BrokerConnection, type DisconnectReason } from './broker-connection';
+import { PendingPerDevice } from './pending-per-device';
 
 export interface EmbeddedBrokerOptions {
   /** Concurrent MQTT sessions, the relay's own client included. */
   readonly maxClients: number;
   /** Connections handed over whose CONNECT has not been accepted yet. */
   readonly maxPendingConnections: number;
+  /** The same for one device (pending-per-device.ts). */
+  readonly maxPendingPerDevice: number;
   readonly connectTimeoutMs: number;
   readonly keepaliveMinS: number;
   readonly keepaliveMaxS: number;
@@ -45,6 +48,7 @@ export interface EmbeddedBrokerOptions {
 export const EMBEDDED_BROKER_DEFAULTS: EmbeddedBrokerOptions = Object.freeze({
   maxClients: 10_000,
   maxPendingConnections: 256,
+  maxPendingPerDevice: 4,
   connectTimeoutMs: 10_000,
   keepaliveMinS: 5,
   keepaliveMaxS: 1_200,
@@ -109,11 +113,13 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
   /** Connected sessions by client ID. */
   private readonly sessions = new Map<string, BrokerConnection>();
   private pendingCount = 0;
+  private readonly pendingPerDevice: PendingPerDevice;
 
   constructor(deps: EmbeddedBrokerDeps, options: Partial<EmbeddedBrokerOptions> = {}) {
     super();
     this.log = deps.log.child({ component: 'broker' });
     this.options = validateOptions({ ...EMBEDDED_BROKER_DEFAULTS, ...options });
+    this.pendingPerDevice = new PendingPerDevice(this.options.maxPendingPerDevice);
   }
 
   get state(): BrokerState {
@@ -190,6 +196,7 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
     if (this.brokerState !== 'running' || !aedes) return this.refuse(stream, log, 'not_running');
     if (stream.destroyed) return log.debug('broker.connection.already_closed');
     if (this.pendingCount >= this.options.maxPendingConnections) return this.refuse(stream, log, 'too_many_pending');
+    if (deviceId !== undefined && !this.pendingPerDevice.tryAdd(deviceId)) return this.refuse(stream, log, 'too_many_pending_for_device');
 
     const { maxPacketBytes, maxPreAuthBytes, connectTimeoutMs } = this.options;
     const connection = new BrokerConnection(stream, identity, log, {
@@ -290,7 +297,7 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
     const connection = this.byClient.get(client);
     if (!connection || connection.state !== 'connecting' || client.closed || connection.clientId === undefined) return;
     connection.state = 'connected';
-    this.pendingCount--;
+    this.settlePending(connection);
     this.sessions.set(connection.clientId, connection);
     connection.log.info({ clientId: connection.clientId }, 'broker.client.connected');
     this.emit('broker.client.connected', this.clientEvent(connection));
@@ -311,7 +318,7 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
     this.connections.delete(connection.stream);
     if (connection.state === 'connecting') {
       connection.state = 'closed';
-      this.pendingCount--;
+      this.settlePending(connection);
       const reason = connection.closeReason ?? 'closed';
       // A connection that never sent its CONNECT (a slowloris, or garbage that looks like an unfinished packet)
       // gets its one coded line like every other rejected connection; a peer that just went away does not.
@@ -319,6 +326,12 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
       else connection.log.debug({ reason }, 'broker.connection.closed');
     }
     this.markDisconnected(connection);
+  }
+
+  /** A pending connection was accepted or closed. */
+  private settlePending(connection: BrokerConnection): void {
+    this.pendingCount--;
+    if (connection.identity.kind === 'device') this.pendingPerDevice.remove(connection.identity.deviceId);
   }
 
   private clientEvent(connection: BrokerConnection): BrokerClientEvent {

@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import { PortwayError } from '../../../protocol';
 import type { BrokerIdentity } from './broker-acl';
 import { EMBEDDED_BROKER_DEFAULTS, type BrokerState, type EmbeddedBrokerEvents, type EmbeddedBrokerOptions } from './embedded-broker';
+import { PendingPerDevice } from './pending-per-device';
 import { MqttProxyConnection } from './mqtt-proxy-connection';
 
 export interface ExternalBrokerOptions extends EmbeddedBrokerOptions {
@@ -63,12 +64,16 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
   private readonly connections = new Set<MqttProxyConnection>();
   private readonly sessions = new Map<string, MqttProxyConnection>();
   private readonly internalClients = new Set<Duplex>();
+  /** Connections whose CONNECT the broker has not accepted yet, and their count per device. */
+  private readonly pending = new Set<MqttProxyConnection>();
+  private readonly pendingPerDevice: PendingPerDevice;
 
   constructor(deps: { readonly log: Logger }, options: Partial<EmbeddedBrokerOptions> & Pick<ExternalBrokerOptions, 'url' | 'password' | 'caPem'>) {
     super();
     this.log = deps.log.child({ component: 'broker' });
     this.options = { ...EMBEDDED_BROKER_DEFAULTS, ...options };
     this.endpoint = parseBrokerUrl(options.url);
+    this.pendingPerDevice = new PendingPerDevice(this.options.maxPendingPerDevice);
   }
 
   get state(): BrokerState {
@@ -108,6 +113,7 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
     stream.on('error', (err: Error) => log.debug({ err }, 'broker.connection.stream_error'));
     if (this.brokerState !== 'running') return this.refuse(stream, log, 'not_running');
     if (this.connections.size - this.sessions.size >= this.options.maxPendingConnections) return this.refuse(stream, log, 'too_many_pending');
+    if (!this.pendingPerDevice.tryAdd(identity.deviceId)) return this.refuse(stream, log, 'too_many_pending_for_device');
     const { connectTimeoutMs, keepaliveMinS, keepaliveMaxS, maxPacketBytes, maxPreAuthBytes } = this.options;
     const username = this.endpoint.username;
     const password = this.options.password === undefined ? undefined : Buffer.from(this.options.password, 'utf8');
@@ -124,6 +130,7 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
       onClose: (c) => this.onClose(c),
     });
     this.connections.add(connection);
+    this.pending.add(connection);
     log.debug('broker.connection.accepted');
   }
 
@@ -158,6 +165,7 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
 
   private onConnected(connection: MqttProxyConnection): void {
     const { deviceId } = connection.identity;
+    if (this.pending.delete(connection)) this.pendingPerDevice.remove(deviceId);
     const previous = this.sessions.get(deviceId);
     this.sessions.set(deviceId, connection);
     const event = { clientId: deviceId, identity: connection.identity, deviceId };
@@ -176,6 +184,7 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
   private onClose(connection: MqttProxyConnection): void {
     this.connections.delete(connection);
     const { deviceId } = connection.identity;
+    if (this.pending.delete(connection)) this.pendingPerDevice.remove(deviceId);
     connection.log.debug({ reason: connection.closeReason }, 'broker.connection.closed');
     if (this.sessions.get(deviceId) !== connection) return;
     this.sessions.delete(deviceId);
