@@ -12,3 +12,4 @@ export * from './tls-records';
 export * from './claim-code';
 export * from './claim-binding';
 export * from './grants';
+export * from './e2e-service';

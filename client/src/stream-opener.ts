@@ -17,6 +17,7 @@ import tls from 'node:tls';
 import {
   E2E_ALPN_DATAGRAMS,
   E2E_ALPN_SERIAL_TAP,
+  serviceAlpn,
   e2eStatusSchema,
   encodeFrame,
   encodePreamble,
@@ -220,7 +221,8 @@ export class StreamOpener {
       secureContext: this.innerContext,
       servername: undefined,
       session: this.innerSessions.take(),
-      ALPNProtocols: this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : this.options.transport === 'serial-tap' ? [E2E_ALPN_SERIAL_TAP] : undefined,
+      // The transport, and the service asked for, bound into the handshake (protocol/e2e-service.ts).
+      ALPNProtocols: [...(this.options.transport === 'udp' ? [E2E_ALPN_DATAGRAMS] : this.options.transport === 'serial-tap' ? [E2E_ALPN_SERIAL_TAP] : []), serviceAlpn(this.target.service)],
       checkServerIdentity: (_host, cert) => {
         const uris = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4));
         if (!uris.includes(`${URI_DEVICE_PREFIX}${status.deviceId}`)) return new PortwayError('PW_E2E_DEVICE_KEY_MISMATCH', 'end-to-end peer is not the device the relay paired');

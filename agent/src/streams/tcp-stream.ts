@@ -9,7 +9,7 @@
 import type { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
+import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, PortwayError, requestedService, selectInnerAlpn, type StreamOpen } from '../../../protocol';
 import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
@@ -48,8 +48,19 @@ export async function runStream(
   const outer = dataSocket.raw;
   log.debug({ buffered: outer.readableLength }, 'agent.stream.open_received');
   // A forward proxy offers E2E_ALPN_DATAGRAMS for a UDP session, E2E_ALPN_SERIAL_TAP for a read-only serial
-  // tap and nothing for a byte stream (TCP, or the writer of a serial port).
-  const inner = new tls.TLSSocket(outer, { isServer: true, secureContext: deps.secureContext, requestCert: true, rejectUnauthorized: true, ALPNProtocols: [E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP] });
+  // tap and neither for a byte stream (TCP, or the writer of a serial port), and with each the service it asked
+  // for (protocol/e2e-service.ts), which is checked against STREAM_OPEN below.
+  let offered: readonly string[] = [];
+  const inner = new tls.TLSSocket(outer, {
+    isServer: true,
+    secureContext: deps.secureContext,
+    requestCert: true,
+    rejectUnauthorized: true,
+    ALPNCallback: ({ protocols }) => {
+      offered = protocols;
+      return selectInnerAlpn(protocols);
+    },
+  });
   inner.on('error', () => {
     // Handled below: the handshake promise or the pump reports it.
   });
@@ -93,6 +104,12 @@ export async function runStream(
   if (certFingerprint(peer.raw) !== open.user.certFingerprint) {
     return fail(new PortwayError('PW_E2E_PEER_MISMATCH', 'the end-to-end client is not the user the relay announced'));
   }
+  const requested = requestedService(offered);
+  if (requested.kind === 'conflicting') return fail(new PortwayError('PW_BAD_REQUEST', 'the end-to-end handshake names more than one service'));
+  if (requested.kind === 'service' && requested.name !== open.service) {
+    return fail(new PortwayError('PW_E2E_SERVICE_MISMATCH', `the client asked for service ${requested.name}, the relay opened ${open.service}`));
+  }
+  if (requested.kind === 'none') log.debug('agent.stream.service_unbound');
   if (deps.access) {
     const key = certSpkiFingerprint(peer.raw);
     const decision = deps.access.decide(key, open.service, deps.now?.() ?? Date.now());
