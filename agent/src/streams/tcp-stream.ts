@@ -9,7 +9,7 @@
 import type { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, PortwayError, type StreamOpen } from '../../../protocol';
+import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, NAME_PATTERN, PortwayError, type StreamOpen } from '../../../protocol';
 import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
@@ -101,7 +101,9 @@ export async function runStream(
     deps.onAdmitted?.(key);
   }
   const service = deps.services.get(open.service);
-  if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));
+  // An exact match only: a relay that forwards another name than the client asked for (an address, "../", a look-alike)
+  // gets this authenticated answer, which names what the device was asked for (reliability-hostile-relay-service.test.ts).
+  if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${NAME_PATTERN.test(open.service) ? open.service : JSON.stringify(open.service).slice(0, 80)}`));
   const transport = inner.alpnProtocol === E2E_ALPN_DATAGRAMS ? 'udp' : inner.alpnProtocol === E2E_ALPN_SERIAL_TAP ? 'serial tap' : 'tcp';
   // A serial port is a byte stream: its writer opens a plain (tcp) stream, a tap asks for one.
   const isSerialStream = service.type === 'serial' && (transport === 'tcp' || transport === 'serial tap');
