@@ -106,8 +106,11 @@ function testMisbehaviour(log: ReturnType<typeof createLogger>): { misbehaviour?
   const isClaim = (MISBEHAVIOURS as readonly string[]).includes(name) && service === undefined;
   const isData = (DATA_MISBEHAVIOURS as readonly string[]).includes(name);
   const forged = process.env.PORTWAY_TEST_FORGED_SERVICE;
-  if (process.env.PORTWAY_TEST !== '1' || !(isClaim || isData) || (name === 'forge-service') !== (forged !== undefined && forged !== '')) {
-    throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_MISBEHAVE is for tests only (it needs PORTWAY_TEST=1 and a known name; forge-service, and only it, needs PORTWAY_TEST_FORGED_SERVICE)');
+  if (process.env.PORTWAY_TEST !== '1' || !(isClaim || isData)) {
+    throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_MISBEHAVE is for tests only (it needs PORTWAY_TEST=1 and a known name)');
+  }
+  if ((name === 'forge-service') !== (forged !== undefined && forged !== '')) {
+    throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_FORGED_SERVICE goes with PORTWAY_TEST_MISBEHAVE=forge-service, and forge-service needs it');
   }
   log.warn({ misbehaviour: name, ...(service === undefined ? {} : { service }) }, 'relay.test_misbehaviour.enabled');
   return isClaim ? { misbehaviour: new ClaimMisbehaviour(name as MisbehaviourName) } : { dataMisbehaviour: new DataMisbehaviour(name as DataMisbehaviourName, service, name === 'forge-service' ? forged : undefined) };
