@@ -76,6 +76,14 @@ export async function runStream(
     return undefined;
   }
 
+  // A TLSSocket built by hand as a server (not accepted by a tls.Server) does not emit TLS errors after its
+  // handshake: Node reports them only as the undocumented '_tlsError' (its tls.Server listens for that one) and
+  // leaves the session open, so a record that fails to decrypt went unnoticed until a write failed (EPROTO) or
+  // the client reset the stream (https://github.com/nodejs/node/issues/8803). Turn it into the socket's error,
+  // so the pump reports PW_E2E_INTEGRITY at once.
+  inner.on('_tlsError', (err: Error) => {
+    if (!inner.destroyed) inner.destroy(err);
+  });
   const isResumed = inner.isSessionReused();
   log.debug({ resumed: isResumed }, 'agent.stream.handshake_done');
   onHandshakeDone();
@@ -125,7 +133,8 @@ export async function runStream(
   inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: options.heartbeatMs }));
   log.info({ resumed: isResumed }, 'agent.stream.opened');
   const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs, transport: dataSocket.raw, heartbeatMs: options.heartbeatMs });
-  log.info({ outcome: result.outcome, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
+  // warn: an integrity failure (PW_E2E_INTEGRITY, the only error the pump reports on this side) is not self-healing.
+  log[result.error ? 'warn' : 'info']({ outcome: result.outcome, code: result.error?.code, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
   return result;
 }
 
