@@ -389,7 +389,7 @@ function readStdinLine(maxBytes: number): Promise<string> {
       const end = text.indexOf('\n');
       if (end >= 0 || text.length > maxBytes) {
         process.stdin.off('data', onData);
-        process.stdin.pause();
+        process.stdin.destroy(); // nothing more is read: a terminal or pipe left open must not keep the process alive
         if (end >= 0) resolve(text.slice(0, end));
         else reject(new PortwayError('PW_BAD_REQUEST', `no line within ${maxBytes} bytes on stdin`));
       }
