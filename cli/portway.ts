@@ -12,6 +12,10 @@ const VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
 const PIPE_HANGUP_GRACE_MS = 10_000;
 /** `portway connect --udp` on SIGTERM: how long sessions may take to close before they are cut. */
 const CONNECT_CLOSE_GRACE_MS = 5_000;
+/** Input read from stdin for a token or a claim code. */
+const MAX_STDIN_BYTES = 64 * 1024;
+/** A claim code is 24 symbols; a line with dashes and spaces fits easily. */
+const MAX_CLAIM_INPUT_BYTES = 1024;
 /** `portway connect --udp`: at most one error line per code this often (the rest are counted). */
 const UDP_REPORT_INTERVAL_MS = 5_000;
 
@@ -150,11 +154,11 @@ program
 program
   .command('claim')
   .description('take ownership of a device with its claim code (from its label, console or boot partition)')
-  .argument('<code>', 'the claim code, e.g. A94Q-PXGV-QRD2-MB8P-GTYS-J6C5')
+  .argument('[code]', 'the claim code, e.g. A94Q-PXGV-QRD2-MB8P-GTYS-J6C5; - or nothing reads it from stdin, which keeps it out of the process list and shell history', '-')
   .option('--name <name>', 'name for the device (default: the name it registered with)')
   .action(async (code: string, o: { name?: string }) => {
     const { claimDevice } = load<typeof import('../client/src/claim.js')>('../client/src/claim');
-    const claimed = await claimDevice(code, { name: o.name });
+    const claimed = await claimDevice(code === '-' ? (await readStdinLine(MAX_CLAIM_INPUT_BYTES)).trim() : code, { name: o.name });
     process.stdout.write(`claimed ${claimed.name} (${claimed.deviceId}); device key ${claimed.keyFingerprint} pinned\n`);
   });
 
@@ -376,10 +380,36 @@ program
     process.stdout.write(o.json ? `${JSON.stringify(entries, null, 2)}\n` : formatAudit(entries));
   });
 
-function readStdin(): Promise<string> {
+/** The first line of stdin (typed, or piped), without waiting for its end; at most `maxBytes`. */
+function readStdinLine(maxBytes: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (c: Buffer): void => {
+      text += c.toString('utf8');
+      const end = text.indexOf('\n');
+      if (end >= 0 || text.length > maxBytes) {
+        process.stdin.off('data', onData);
+        process.stdin.destroy(); // nothing more is read: a terminal or pipe left open must not keep the process alive
+        if (end >= 0) resolve(text.slice(0, end));
+        else reject(new PortwayError('PW_BAD_REQUEST', `no line within ${maxBytes} bytes on stdin`));
+      }
+    };
+    process.stdin.on('data', onData);
+    process.stdin.once('end', () => resolve(text));
+    process.stdin.once('error', reject);
+  });
+}
+
+/** All of stdin as text; at most `maxBytes` (more is PW_BAD_REQUEST). */
+function readStdin(maxBytes = MAX_STDIN_BYTES): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    process.stdin.on('data', (c: Buffer) => chunks.push(c));
+    let bytes = 0;
+    process.stdin.on('data', (c: Buffer) => {
+      bytes += c.length;
+      if (bytes > maxBytes) reject(new PortwayError('PW_BAD_REQUEST', `more than ${maxBytes} bytes on stdin`));
+      else chunks.push(c);
+    });
     process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     process.stdin.on('error', reject);
   });

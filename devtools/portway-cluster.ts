@@ -34,6 +34,8 @@ export interface ClusterOptions {
   readonly relayNodeArgs?: readonly string[];
   /** The relay's external MQTT broker (`--broker`): mqtt://host:port; absent = the embedded broker. */
   readonly relayBroker?: string;
+  /** The IPv4 address the relay listens on and everyone dials (added to its certificate's names); default 127.0.0.1. */
+  readonly relayHost?: string;
 }
 
 export interface CliResult {
@@ -142,7 +144,7 @@ export class PortwayCluster {
     return path.join(this.dir, 'relay');
   }
   get relayAddress(): string {
-    return `127.0.0.1:${this.relayPort}`;
+    return `${this.options.relayHost ?? '127.0.0.1'}:${this.relayPort}`;
   }
   get configHome(): string {
     return path.join(this.dir, 'client-config');
@@ -166,12 +168,12 @@ export class PortwayCluster {
     const cluster = new PortwayCluster(options);
     try {
       await fs.mkdir(options.dir, { recursive: true });
-      await cluster.mustRun(['relay', 'init', '--data', cluster.relayDir, ...cluster.dbArgs]);
+      await cluster.mustRun(['relay', 'init', '--data', cluster.relayDir, ...cluster.dbArgs, ...(options.relayHost ? ['--name', options.relayHost] : [])]);
       cluster.caFingerprint = (await cluster.mustRun(['relay', 'ca', '--data', cluster.relayDir, '--fingerprint'])).stdout.trim();
       cluster.token = (await cluster.mustRun(['relay', 'user', 'add', 'alice', '--data', cluster.relayDir, ...cluster.dbArgs])).stdout.trim();
       cluster.enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', '5', ...cluster.dbArgs])).stdout.trim();
       await fs.writeFile(path.join(options.dir, 'relay.json'), JSON.stringify(options.relayConfig ?? {}));
-      cluster.relayPort = await findFreePort();
+      cluster.relayPort = await findFreePort(options.relayHost);
       await cluster.startRelay();
       await cluster.writeAgentConfig();
       await cluster.startAgent();

@@ -41,6 +41,7 @@ export const ERRORS = {
   PW_E2E_PEER_MISMATCH: { meaning: 'the end-to-end peer certificate does not match the identity the relay announced', retryable: false, wire: true },
   PW_E2E_SERVICE_MISMATCH: { meaning: 'the service the relay opened is not the one the client asked for in its end-to-end handshake (a relay rewrote the name)', retryable: false, wire: true },
   PW_STREAM_ABORTED: { meaning: 'the stream was cut before a clean end (peer or relay failed)', retryable: true, wire: false },
+  PW_E2E_INTEGRITY: { meaning: 'the end-to-end session failed its integrity check: a record was altered, replayed, reordered or forged between client and device', retryable: false, wire: false },
   PW_RELAY_UNREACHABLE: { meaning: 'could not connect to the relay', retryable: true, wire: false },
   PW_BROKER_UNREACHABLE: { meaning: 'the relay could not connect to its external MQTT broker', retryable: true, wire: false },
   PW_RELAY_CERT_MISMATCH: { meaning: 'the relay certificate does not match the configured CA or fingerprint', retryable: false, wire: false },

@@ -36,9 +36,15 @@ export const agentHelloSchema = z.discriminatedUnion('kind', [
 ]);
 export type AgentHello = z.infer<typeof agentHelloSchema>;
 
+/**
+ * `service` is any non-empty string up to MAX_RELAYED_SERVICE_CHARS, not only a well-formed name: the agent matches
+ * it exactly against its own services after the end-to-end handshake, so a relay that forwards a forged or
+ * malformed name gets an authenticated PW_SERVICE_NOT_EXPOSED the client can read, not a dropped socket.
+ */
+export const MAX_RELAYED_SERVICE_CHARS = 256;
 export const streamOpenSchema = z.object({
   streamId: z.string().min(1).max(64),
-  service: nameSchema,
+  service: z.string().min(1).max(MAX_RELAYED_SERVICE_CHARS),
   user: z.object({ id: idSchema, name: z.string().max(64), certFingerprint: fingerprintSchema }),
 });
 export type StreamOpen = z.infer<typeof streamOpenSchema>;

@@ -7,6 +7,10 @@
  * - Abort: if the inner session ends or fails before its FIN arrived, or the local side fails, the other
  *   side is reset (RST for sockets), never ended cleanly, so an application never mistakes a cut stream
  *   for a complete one.
+ * - Integrity: the inner session is TLS 1.3, so a record the relay (or anything on the path) altered, replayed,
+ *   dropped, reordered or forged fails its AEAD check at the receiving end (OpenSSL: bad record MAC), which sends
+ *   the bad_record_mac alert to the other end. Either failure, and a write on a session OpenSSL already failed
+ *   (EPROTO), ends the stream with PW_E2E_INTEGRITY in the result's `error`, not a bare abort.
  * - Liveness (protocol/e2e-frames.ts HEARTBEAT): with a heartbeat interval, a side that wrote nothing for an
  *   interval sends a heartbeat (until both FINs), and a side that heard nothing for DEAD_AFTER_HEARTBEATS
  *   intervals while it was reading aborts: a silent path (blackholed, NAT mapping gone) ends the stream
@@ -35,7 +39,10 @@ export interface PumpResult {
   readonly reason?: string;
   readonly bytesToLocal: number;
   readonly bytesFromLocal: number;
-  /** Set when the peer refused the stream in its E2E_STATUS (with `expectStatus`). */
+  /**
+   * Set when the stream failed with a code its user must see: the peer's refusal in its E2E_STATUS (with
+   * `expectStatus`), or PW_E2E_INTEGRITY when the inner session failed its integrity check (see above).
+   */
   readonly error?: PortwayError;
 }
 
@@ -237,7 +244,13 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       if (sentFin && gotFin) settle('complete');
       else abort('end-to-end session closed before both directions finished');
     };
-    const onInnerError = (err: Error): void => abort(`end-to-end session failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+    const onInnerError = (err: Error): void => {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (isIntegrityFailure(err)) {
+        refusal ??= new PortwayError('PW_E2E_INTEGRITY', `end-to-end integrity check failed (${code ?? 'TLS'}): a record was altered, replayed or forged on the path`, { cause: err });
+        abort(refusal.message);
+      } else abort(`end-to-end session failed: ${code ?? err.message}`);
+    };
 
     local.on('data', onLocalData);
     local.on('end', onLocalEnd);
@@ -255,6 +268,19 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     else if (inner.destroyed) abort('end-to-end session closed before the stream started');
     else if (options.heartbeatMs !== undefined) startHeartbeats(options.heartbeatMs);
   });
+}
+
+/**
+ * Does this error of an established inner TLS session mean its records failed the integrity check? OpenSSL's
+ * record-layer failures (ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC where a record fails to decrypt,
+ * ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC at the end that receives the alert, and any other ERR_SSL_* once the
+ * handshake is done: nothing but altered records can cause one), and EPROTO, which Node reports when it writes
+ * on a session OpenSSL has already failed (the agent, echoing, usually writes before it reads the bad record).
+ * The pump only ever sees established sessions; handshake failures are reported before it starts.
+ */
+export function isIntegrityFailure(err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return typeof code === 'string' && (code.startsWith('ERR_SSL_') || code === 'EPROTO');
 }
 
 /** Reset a socket (RST), so its application sees an error, never a clean end. */

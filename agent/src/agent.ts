@@ -310,7 +310,10 @@ export class Agent {
         }).catch((err: unknown) => this.deps.log.error({ err }, 'agent.stream.failed'));
       },
       (err: unknown) => {
-        if (!isPooled) this.deps.log.info({ code: (err as PortwayError).code }, 'agent.data_socket.closed');
+        // A pooled socket closing unused is routine; one that received something other than a well-formed
+        // STREAM_OPEN is logged like a dialed one.
+        const code = (err as PortwayError).code;
+        if (!isPooled || code === 'PW_BAD_FRAME') this.deps.log.info({ code, pooled: isPooled }, 'agent.data_socket.closed');
         dataSocket.tls.destroy();
         socket.destroy();
       },

@@ -127,12 +127,13 @@ export async function connect(
   };
 }
 
-/** `portway pipe`: one stream on stdin/stdout (for ssh ProxyCommand). Resolves true when it ended cleanly. */
+/** `portway pipe`: one stream on stdin/stdout (for ssh ProxyCommand). Resolves true when it ended cleanly; rejects with PW_E2E_INTEGRITY. */
 export async function pipe(options: { device: string; service: string }, stdio: { stdin: NodeJS.ReadableStream; stdout: NodeJS.WritableStream }): Promise<boolean> {
   const streams = await opener(options.device, options.service, 0);
   const stream = await streams.open();
   const local = Duplex.from({ readable: stdio.stdin, writable: stdio.stdout });
   const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw, ...(stream.heartbeatMs !== undefined ? { heartbeatMs: stream.heartbeatMs } : {}) });
+  if (result.error) throw result.error; // PW_E2E_INTEGRITY: the refusals came with the status, in open()
   return result.outcome === 'complete';
 }
 

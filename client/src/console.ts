@@ -67,7 +67,7 @@ export async function runConsole(options: ConsoleOptions, stdio: ConsoleStdio): 
   const local = Duplex.from({ readable: keys, writable: stdio.stdout });
   try {
     const result = await pumpE2E(stream.inner, local, { closeGraceMs: CLOSE_GRACE_MS, transport: stream.raw, ...(stream.heartbeatMs !== undefined ? { heartbeatMs: stream.heartbeatMs } : {}) });
-    say(hasLeft ? 'left the console' : result.outcome === 'complete' ? 'the device ended the stream' : `stream cut: ${result.reason ?? 'unknown'}`);
+    say(hasLeft ? 'left the console' : result.outcome === 'complete' ? 'the device ended the stream' : `stream cut: ${result.error ? `${result.error.code}: ${result.error.message}` : (result.reason ?? 'unknown')}`);
     return hasLeft ? 'left' : result.outcome;
   } finally {
     stdio.stdin.off('data', onInput);

@@ -95,7 +95,8 @@ export function relayDeviceRevoke(flags: StoreFlags, nameOrId: string): Promise<
 
 /**
  * TEST ONLY: PORTWAY_TEST_MISBEHAVE=swap-claim-keys makes this relay lie during claims (claim-misbehaviour.ts);
- * =replay-record[:SERVICE] or =splice-other-device[:SERVICE] makes it tamper with streams (data-misbehaviour.ts).
+ * =replay-record[:SERVICE], =splice-other-device[:SERVICE] or =forge-service[:SERVICE] (with the forged name in
+ * PORTWAY_TEST_FORGED_SERVICE) makes it tamper with streams (data-misbehaviour.ts).
  * Honoured only with PORTWAY_TEST=1; otherwise the relay refuses to start, so a stray variable never goes unnoticed.
  */
 function testMisbehaviour(log: ReturnType<typeof createLogger>): { misbehaviour?: ClaimMisbehaviour; dataMisbehaviour?: DataMisbehaviour } {
@@ -104,11 +105,15 @@ function testMisbehaviour(log: ReturnType<typeof createLogger>): { misbehaviour?
   const [name = '', service] = value.split(':', 2);
   const isClaim = (MISBEHAVIOURS as readonly string[]).includes(name) && service === undefined;
   const isData = (DATA_MISBEHAVIOURS as readonly string[]).includes(name);
+  const forged = process.env.PORTWAY_TEST_FORGED_SERVICE;
   if (process.env.PORTWAY_TEST !== '1' || !(isClaim || isData)) {
     throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_MISBEHAVE is for tests only (it needs PORTWAY_TEST=1 and a known name)');
   }
+  if ((name === 'forge-service') !== (forged !== undefined && forged !== '')) {
+    throw new PortwayError('PW_CONFIG_INVALID', 'PORTWAY_TEST_FORGED_SERVICE goes with PORTWAY_TEST_MISBEHAVE=forge-service, and forge-service needs it');
+  }
   log.warn({ misbehaviour: name, ...(service === undefined ? {} : { service }) }, 'relay.test_misbehaviour.enabled');
-  return isClaim ? { misbehaviour: new ClaimMisbehaviour(name as MisbehaviourName) } : { dataMisbehaviour: new DataMisbehaviour(name as DataMisbehaviourName, service) };
+  return isClaim ? { misbehaviour: new ClaimMisbehaviour(name as MisbehaviourName) } : { dataMisbehaviour: new DataMisbehaviour(name as DataMisbehaviourName, service, name === 'forge-service' ? forged : undefined) };
 }
 
 export async function relayServe(flags: { data: string; db?: string; broker?: string; listen: string; cert?: string; key?: string; config?: string; logLevel?: string; metrics?: string }): Promise<Relay> {

@@ -34,12 +34,14 @@ describe('claim codes: bad input and guessing', () => {
     const mallory = await addUser(cluster, disposer, 'mallory');
     const field = await startClaimAgent(cluster, disposer, { name: 'field', services });
 
-    // The device's own code: in its log, on its console, in the boot-partition file, all the same.
-    const logged = field.proc.events('agent.claim.code')[0]?.claimCode as string;
-    const code = parseClaimCode(logged);
+    // The device's own code: on its console and in the boot-partition file, the same; the log names only its
+    // lookup part and where it was shown (the whole code is logged only when neither could be written).
+    const shown = /^Portway: claim this device with: portway claim ([0-9A-Z-]+)\n$/.exec(await fs.readFile(field.codeFile, 'utf8'))?.[1] as string;
+    const code = parseClaimCode(shown);
     const line = `Portway: claim this device with: portway claim ${code.text}\n`;
-    expect(await fs.readFile(field.codeFile, 'utf8')).toBe(line);
     expect(await fs.readFile(field.consoleFile, 'utf8')).toBe(line);
+    expect(field.proc.events('agent.claim.code')).toEqual([expect.objectContaining({ claimId: code.claimId, shownIn: [field.codeFile, field.consoleFile] })]);
+    expect(field.proc.lines.some((l) => l.includes(code.secret))).toBe(false);
 
     // Malformed codes: refused before anything is sent (no settings needed), and by the API.
     const nobody = await makeTempDir(disposer, 'portway-nobody-');

@@ -14,6 +14,8 @@ import { FaultProxy, pseudoRandomBytes } from '../../devtools';
 import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
 import { Disposer, type StartedFaultProxy, FAST_AGENT_TIMERS, collectBytes, connectTcp, findFreePort, makeTempDir, runProcess, startCluster, startEchoServer, startFaultProxy, startHttpServer, waitFor } from '../helpers';
 import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, eventsSince, nextEventAt, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
+import { runAs, startClaimAgent, type ClaimAgent } from '../helpers/claims';
+import { parseClaimCode, type ClaimCode } from '../../protocol';
 
 const HEARTBEAT_MS = 1_000;
 
@@ -341,4 +343,59 @@ describe('reliability under faults', () => {
     }
     figure('no-secrets', { linesChecked: procs.reduce((n, p) => n + p.lines.length, 0), debugLines });
   });
+
+  it('no claim code (printed in the config, or made by the device) in any debug log line, metrics text or command line of relay, agents and CLI', async () => {
+    const echoService = cluster.options.services.find((x) => x.name === 'echo');
+    const services = echoService ? [echoService] : [];
+    const printed = parseClaimCode((await runAs(cluster, undefined, ['claim-code', 'new'])).stdout.trim());
+    const labelled = await startClaimAgent(cluster, disposer, { name: 'labelled', services, claimCode: printed.text });
+    const homemade = await startClaimAgent(cluster, disposer, { name: 'homemade', services });
+    const own = parseClaimCode(/portway claim ([0-9A-Z-]+)\n$/.exec(await fs.readFile(homemade.codeFile, 'utf8'))?.[1] ?? '');
+    const cliOutput: string[] = [];
+    const cmdlines: string[] = [];
+
+    /** `portway claim --name NAME` with the code on stdin; its command line read while it runs. */
+    const claim = async (code: ClaimCode, name: string, agent: ClaimAgent): Promise<void> => {
+      const proc = cluster.spawnCli(['claim', '--name', name]);
+      const timer = setTimeout(() => proc.child.kill('SIGKILL'), 30_000);
+      try {
+        const pid = proc.child.pid as number;
+        let cmdline = '';
+        for (let i = 0; i < 100 && !cmdline.includes('claim'); i++) {
+          cmdline = await fs.readFile(`/proc/${String(pid)}/cmdline`, 'utf8').catch(() => '');
+          if (!cmdline.includes('claim')) await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(cmdline).toContain('claim'); // read while it ran, not after
+        cmdlines.push(cmdline);
+        proc.child.stdin?.end(`${code.text}\n`);
+        expect(await proc.exited).toBe(0);
+        cliOutput.push(proc.lines.join('\n'), proc.stderr);
+        await agent.proc.waitForLine(isEvent('agent.control.online'), 20_000, `${name} online`);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    await claim(printed, 'labelled', labelled);
+    await claim(own, 'homemade', homemade);
+    // A stream through each claimed device, so per-message debug lines exist on every path.
+    for (const device of ['labelled', 'homemade']) expect(await runAs(cluster, undefined, ['pipe', device, 'echo'], 'x\n')).toMatchObject({ code: 0, stdout: 'x\n' });
+
+    const procs = [...cluster.children];
+    const agentMetricsPort = (JSON.parse(agent().lines.find(isEvent('agent.metrics.listening')) as string) as { metrics: { port: number } }).metrics.port;
+    const metricsText = [...(await scrape(relayMetricsPort(cluster.relay as ManagedProcess))).keys(), ...(await scrape(agentMetricsPort)).keys()].join('\n');
+    const text = procs.map((p) => `${p.lines.join('\n')}\n${p.stderr}`).join('\n') + cliOutput.join('\n') + metricsText;
+    cmdlines.push(...(await Promise.all(procs.map((p) => fs.readFile(`/proc/${String(p.child.pid)}/cmdline`, 'utf8')))));
+    const debugLines = [labelled, homemade].reduce((n, a) => n + a.proc.lines.filter((l) => l.includes('"level":20')).length, 0) + (cluster.relay as ManagedProcess).lines.filter((l) => l.includes('"level":20')).length;
+    expect(debugLines).toBeGreaterThan(0);
+    // The relay did see both lookup IDs (they name the claims); what must not show is the code or its secret part.
+    expect([printed.claimId, own.claimId].map((id) => text.includes(id))).toEqual([true, true]);
+    const forms = (code: ClaimCode): string[] => [code.text, code.text.replace(/-/g, ''), code.secret, code.secret.toLowerCase()];
+    for (const [name, code] of [['printed', printed], ['made by the device', own]] as const) {
+      for (const form of forms(code)) {
+        expect({ name, form, inLogs: text.toUpperCase().includes(form.toUpperCase()), inCmdline: cmdlines.some((c) => c.toUpperCase().includes(form.toUpperCase())) }).toEqual({ name, form, inLogs: false, inCmdline: false });
+      }
+    }
+    expect(homemade.proc.events('agent.claim.code')).toEqual([expect.objectContaining({ claimId: own.claimId, shownIn: [homemade.codeFile, homemade.consoleFile] })]);
+    figure('no-claim-codes', { linesChecked: procs.reduce((n, p) => n + p.lines.length, 0) + cliOutput.length, debugLines, cmdlines: cmdlines.length, processes: procs.length });
+  }, 120_000);
 });

@@ -2,7 +2,7 @@
  * Hostile relay on the data plane (issue 6, docs/reliability.md): a test build of the relay
  * (PORTWAY_TEST_MISBEHAVE with PORTWAY_TEST=1, relay/src/data/data-misbehaviour.ts) that, for the streams of
  * one service only,
- *   - replays one inner TLS record toward the agent (`replay-record`), or
+ *   - replays one inner TLS record toward the agent (`replay-record`: both ends report PW_E2E_INTEGRITY), or
  *   - splices a client's stream for pi1 to a data socket of the owner's other device pi2 (`splice-other-device`).
  * Pass: the client gets an error (not corrupted data, not a clean EOF), the service gets nothing wrong (a
  * prefix of what the client sent, at most; nothing at all on the wrong device), and the relay keeps serving
@@ -15,6 +15,17 @@ import { pseudoRandomBytes } from '../../devtools';
 import { type ManagedProcess, type PortwayCluster, isEvent } from '../../devtools/portway-cluster';
 import { Disposer, collectBytes, connectTcp, startCluster, startEchoServer } from '../helpers';
 import { RELIABILITY_RELAY_CONFIG, eventsSince } from '../helpers/reliability';
+
+/** Poll `read` (every 50 ms, at most `timeoutMs`) until it returns a value. */
+async function waitForValue<T>(read: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = read();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 function figure(name: string, value: unknown): void {
   process.stdout.write(`reliability.figure ${name} ${JSON.stringify(value)}\n`);
@@ -101,7 +112,8 @@ describe('hostile relay on the data plane', () => {
   it('a replayed inner TLS record: the client gets a reset, the service got only a prefix of what was sent, other streams keep working', async () => {
     const relay = await misbehavingRelay('replay-record:victim');
     const echoPort = (await cluster.connect('echo')).port;
-    const victimPort = (await cluster.connect('victim')).port;
+    const victim = await cluster.connect('victim');
+    const victimPort = victim.port;
     // A stream of another service, open before the attack and used after it.
     const before = await connectTcp(disposer, { host: '127.0.0.1', port: echoPort });
     const beforeBytes = collectBytes(before);
@@ -134,7 +146,12 @@ describe('hostile relay on the data plane', () => {
     const relayClosed = eventsSince(relay, 'relay.stream.closed', 0).filter((e) => e.service === 'victim');
     await (cluster.agent as ManagedProcess).waitForLine((l) => isEvent('agent.stream.closed')(l) && l.includes('"service":"victim"'), 10_000, 'agent.stream.closed (victim)');
     const agentClosed = eventsSince(cluster.agent as ManagedProcess, 'agent.stream.closed', 0).filter((e) => e.service === 'victim').at(-1);
-    figure('hostile-relay-replay', { messagesSent: sent.length, echoedIntact: echoed, clientError: (error as NodeJS.ErrnoException | null)?.code ?? null, failedAfterMs, bytesAtService: atService.length, relayOutcome: relayClosed.map((e) => e.outcome), agentClosed: { outcome: agentClosed?.outcome, reason: agentClosed?.reason } });
+    // Both ends name the integrity failure: the agent (whose inner TLS failed to decrypt the replayed record) in its
+    // stream line, the forward proxy (which got the bad_record_mac alert) on its stderr line for the connection.
+    const proxyLine = await waitForValue(() => /^portway: (PW_[A-Z0-9_]+): .*$/m.exec(victim.proc.stderr)?.[0], 10_000, 'the forward proxy\'s error line');
+    figure('hostile-relay-replay', { messagesSent: sent.length, echoedIntact: echoed, clientError: (error as NodeJS.ErrnoException | null)?.code ?? null, failedAfterMs, bytesAtService: atService.length, relayOutcome: relayClosed.map((e) => e.outcome), agentClosed: { outcome: agentClosed?.outcome, level: agentClosed?.level, code: agentClosed?.code, reason: agentClosed?.reason }, forwardProxy: proxyLine });
+    expect({ level: agentClosed?.level, code: agentClosed?.code }).toEqual({ level: 40, code: 'PW_E2E_INTEGRITY' });
+    expect(proxyLine).toMatch(/^portway: PW_E2E_INTEGRITY: end-to-end integrity check failed \(ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC\): .* \(connection from 127\.0\.0\.1:\d+\)$/);
     expect({
       clientError: (error as NodeJS.ErrnoException | null)?.code,
       beforeEnd: bytes.state === 'closed' && error !== null,

@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { Duplex, PassThrough } from 'node:stream';
 import { ChunkDecoder, encodeChunkHeader, encodeFin, encodeFrame, encodeHeartbeat, FrameType, MAX_E2E_CHUNK_BYTES, PortwayError } from '../../protocol';
-import { pumpE2E, type PumpResult } from '../../shared/e2e-pump';
+import { isIntegrityFailure, pumpE2E, type PumpResult } from '../../shared/e2e-pump';
 import { collectBytes, connectTcp, Disposer, startTcpServer, waitFor } from '../helpers';
 
 const GRACE_MS = 2_000;
@@ -527,5 +527,33 @@ describe('pumpE2E: heartbeats and dead paths', () => {
     await new Promise((r) => setTimeout(r, 700));
     expect(heartbeatsIn(atPeer.bytes())).toBeGreaterThanOrEqual(2);
     expect(await settled(result, 3_000)).toMatchObject({ outcome: 'aborted', reason: expect.stringContaining('heartbeats every 200 ms') });
+  });
+});
+
+describe('pumpE2E: integrity failures of the inner session', () => {
+  const errorWith = (code: string | undefined): Error => Object.assign(new Error('x'), code === undefined ? {} : { code });
+
+  it('OpenSSL record failures and EPROTO are integrity failures; transport errors are not', () => {
+    const integrity = ['ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC', 'ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC', 'ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR', 'EPROTO'];
+    const transport = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED', undefined];
+    expect(integrity.map((c) => isIntegrityFailure(errorWith(c)))).toEqual(integrity.map(() => true));
+    expect(transport.map((c) => isIntegrityFailure(errorWith(c)))).toEqual(transport.map(() => false));
+  });
+
+  it('an inner session that fails with a bad record MAC: the local socket is reset and the result carries PW_E2E_INTEGRITY', async () => {
+    const { app, inner, result } = await rig();
+    const appBytes = collectBytes(app);
+    inner.destroy(errorWith('ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC'));
+    const r = await settled(result);
+    expect({ outcome: r.outcome, code: r.error?.code }).toEqual({ outcome: 'aborted', code: 'PW_E2E_INTEGRITY' });
+    expect(r.error?.message).toMatch(/ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC/);
+    expect((await appBytes.waitForClose(5_000) as NodeJS.ErrnoException | null)?.code).toBe('ECONNRESET');
+  });
+
+  it('a reset inner session is an abort without a code (not an integrity failure)', async () => {
+    const { inner, result } = await rig();
+    inner.destroy(errorWith('ECONNRESET'));
+    const r = await settled(result);
+    expect({ outcome: r.outcome, error: r.error }).toEqual({ outcome: 'aborted', error: undefined });
   });
 });

@@ -84,12 +84,14 @@ const CASES: SchemaCase[] = [
   {
     name: 'STREAM_OPEN',
     schema: streamOpenSchema,
-    valid: [{ input: { streamId: 's1', service: 'ssh', user: { id: USER_ID, name: 'alice', certFingerprint: FP } } }],
+    // Any service string is read (the agent answers one it does not expose with PW_SERVICE_NOT_EXPOSED), within a bound.
+    valid: [{ input: { streamId: 's1', service: 'ssh', user: { id: USER_ID, name: 'alice', certFingerprint: FP } } }, { input: { streamId: 's1', service: '../not a name', user: { id: USER_ID, name: 'alice', certFingerprint: FP } } }],
     invalid: [
       { streamId: 's1', service: 'ssh' },
       { streamId: 's1', service: 'ssh', user: { id: 'alice', name: 'alice', certFingerprint: FP } },
       { streamId: 's1', service: 'ssh', user: { id: USER_ID, name: 'alice', certFingerprint: 'abc' } },
-      { streamId: 's1', service: 'no spaces', user: { id: USER_ID, name: 'alice', certFingerprint: FP } },
+      { streamId: 's1', service: '', user: { id: USER_ID, name: 'alice', certFingerprint: FP } },
+      { streamId: 's1', service: 's'.repeat(257), user: { id: USER_ID, name: 'alice', certFingerprint: FP } },
     ],
   },
   {

@@ -1,8 +1,8 @@
 /**
  * A device without an enrollment key gets its identity by being claimed (docs/security.md "Claim codes"):
  *
- *   1. its code: config claimCode, else its own (made once, kept in claim.json), shown in the log
- *      (agent.claim.code), on the console and in claimCodeFile on the boot partition
+ *   1. its code: config claimCode, else its own (made once, kept in claim.json), shown on the console and in
+ *      claimCodeFile on the boot partition, and in the log (agent.claim.code) only when neither could be written
  *   2. POST /v1/claims/device/register { claimId, name, csr, pollToken }: only the lookup part leaves the device
  *   3. long poll POST /v1/claims/device/wait until an offer or the certificate comes:
  *      offer: check tagOwner = HMAC(S, owner input) in constant time; pin the owner key (owners.json), answer
@@ -116,13 +116,26 @@ async function answerOffer(
   await send({ ...base, ok: true, deviceTag: claimTag(secret, 'device', claimId, deviceKey, ownerKey).toString('base64') });
 }
 
-/** Log the code, write it to claimCodeFile and the console (best effort: each may be missing or read-only). */
+/**
+ * Show the device's own code: in claimCodeFile and on the console (best effort: each may be missing or read-only).
+ * The log names only the lookup part and where the code was shown; the whole code goes into the log only when
+ * neither could be written (the packaged unit may write neither), since the journal is then the one place a
+ * person can read it. A printed code (config claimCode) is never shown nor logged.
+ */
 async function showCode(log: Logger, options: ClaimEnrollmentOptions, claim: PendingClaimState): Promise<void> {
   const text = claim.code.text;
-  log.info({ claimCode: text, claimCodeFile: options.claimCodeFile }, 'agent.claim.code');
   const line = `Portway: claim this device with: portway claim ${text}\n`;
-  await writeFileAtomic(options.claimCodeFile, line, 0o644).catch((err: unknown) => log.warn({ code: (err as NodeJS.ErrnoException).code, file: options.claimCodeFile }, 'agent.claim.code_file_failed'));
+  const shownIn: string[] = [];
+  await writeFileAtomic(options.claimCodeFile, line, 0o644).then(
+    () => shownIn.push(options.claimCodeFile),
+    (err: unknown) => log.warn({ code: (err as NodeJS.ErrnoException).code, file: options.claimCodeFile }, 'agent.claim.code_file_failed'),
+  );
   if (options.claimConsole !== '') {
-    await fs.writeFile(options.claimConsole, line, { flag: 'a' }).catch((err: unknown) => log.debug({ code: (err as NodeJS.ErrnoException).code }, 'agent.claim.console_unwritable'));
+    await fs.writeFile(options.claimConsole, line, { flag: 'a' }).then(
+      () => shownIn.push(options.claimConsole),
+      (err: unknown) => log.debug({ code: (err as NodeJS.ErrnoException).code }, 'agent.claim.console_unwritable'),
+    );
   }
+  if (shownIn.length > 0) log.info({ claimId: claim.code.claimId, shownIn }, 'agent.claim.code');
+  else log.warn({ claimId: claim.code.claimId, claimCode: text, shownIn }, 'agent.claim.code');
 }

@@ -61,9 +61,10 @@ export async function runSerialStream(
   deps.log.info({ transport: 'serial', role, mode: role === 'tap' ? 'raw' : service.mode }, 'agent.stream.opened');
   const result = await pumpE2E(inner, link, { closeGraceMs: options.closeGraceMs, transport, heartbeatMs: options.heartbeatMs });
   link.destroy();
-  deps.log.info(
+  deps.log[result.error ? 'warn' : 'info'](
     {
       outcome: result.outcome,
+      code: result.error?.code,
       reason: result.reason,
       transport: 'serial',
       role,

@@ -9,7 +9,7 @@
 import type { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, PortwayError, requestedService, selectInnerAlpn, type StreamOpen } from '../../../protocol';
+import { E2E_ALPN_DATAGRAMS, E2E_ALPN_SERIAL_TAP, encodeFrame, FrameType, NAME_PATTERN, PortwayError, requestedService, selectInnerAlpn, type StreamOpen } from '../../../protocol';
 import { pumpE2E, type PumpResult } from '../../../shared/e2e-pump';
 import type { Logger } from '../../../shared/logger';
 import { verifyPeerCert } from '../../../shared/peer-cert';
@@ -87,6 +87,14 @@ export async function runStream(
     return undefined;
   }
 
+  // A TLSSocket built by hand as a server (not accepted by a tls.Server) does not emit TLS errors after its
+  // handshake: Node reports them only as the undocumented '_tlsError' (its tls.Server listens for that one) and
+  // leaves the session open, so a record that fails to decrypt went unnoticed until a write failed (EPROTO) or
+  // the client reset the stream (https://github.com/nodejs/node/issues/8803). Turn it into the socket's error,
+  // so the pump reports PW_E2E_INTEGRITY at once.
+  inner.on('_tlsError', (err: Error) => {
+    if (!inner.destroyed) inner.destroy(err);
+  });
   const isResumed = inner.isSessionReused();
   log.debug({ resumed: isResumed }, 'agent.stream.handshake_done');
   onHandshakeDone();
@@ -107,7 +115,7 @@ export async function runStream(
   const requested = requestedService(offered);
   if (requested.kind === 'conflicting') return fail(new PortwayError('PW_BAD_REQUEST', 'the end-to-end handshake names more than one service'));
   if (requested.kind === 'service' && requested.name !== open.service) {
-    return fail(new PortwayError('PW_E2E_SERVICE_MISMATCH', `the client asked for service ${requested.name}, the relay opened ${open.service}`));
+    return fail(new PortwayError('PW_E2E_SERVICE_MISMATCH', `the client asked for service ${printableName(requested.name)}, the relay opened ${printableName(open.service)}`));
   }
   if (requested.kind === 'none') log.debug('agent.stream.service_unbound');
   if (deps.access) {
@@ -118,7 +126,9 @@ export async function runStream(
     deps.onAdmitted?.(key);
   }
   const service = deps.services.get(open.service);
-  if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${open.service}`));
+  // An exact match only: a relay that forwards another name than the client asked for (an address, "../", a look-alike)
+  // gets this authenticated answer, which names what the device was asked for (reliability-hostile-relay-service.test.ts).
+  if (!service) return fail(new PortwayError('PW_SERVICE_NOT_EXPOSED', `this device does not expose ${printableName(open.service)}`));
   const transport = inner.alpnProtocol === E2E_ALPN_DATAGRAMS ? 'udp' : inner.alpnProtocol === E2E_ALPN_SERIAL_TAP ? 'serial tap' : 'tcp';
   // A serial port is a byte stream: its writer opens a plain (tcp) stream, a tap asks for one.
   const isSerialStream = service.type === 'serial' && (transport === 'tcp' || transport === 'serial tap');
@@ -140,8 +150,14 @@ export async function runStream(
   inner.write(encodeFrame(FrameType.E2E_STATUS, { ok: true, heartbeatMs: options.heartbeatMs }));
   log.info({ resumed: isResumed }, 'agent.stream.opened');
   const result = await pumpE2E(inner, local, { closeGraceMs: options.closeGraceMs, transport: dataSocket.raw, heartbeatMs: options.heartbeatMs });
-  log.info({ outcome: result.outcome, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
+  // warn: an integrity failure (PW_E2E_INTEGRITY, the only error the pump reports on this side) is not self-healing.
+  log[result.error ? 'warn' : 'info']({ outcome: result.outcome, code: result.error?.code, reason: result.reason, bytesIn: result.bytesFromLocal, bytesOut: result.bytesToLocal }, 'agent.stream.closed');
   return result;
+}
+
+/** A service name as sent by a peer, fit for a message: as is when well-formed, else quoted and cut. */
+function printableName(name: string): string {
+  return NAME_PATTERN.test(name) ? name : JSON.stringify(name).slice(0, 80);
 }
 
 function connectLocal(target: string, timeoutMs: number): Promise<net.Socket> {

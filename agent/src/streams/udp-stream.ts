@@ -87,8 +87,8 @@ export async function runUdpStream(
     slot.release();
   }
   const { datagramsIn, datagramsOut, dropped } = session.counters;
-  deps.log.info(
-    { outcome: result.outcome, reason: result.reason, transport: 'udp', closeReason: session.closeReason, datagramsIn, datagramsOut, dropped, udpSessions: deps.sessions.total },
+  deps.log[result.error ? 'warn' : 'info'](
+    { outcome: result.outcome, code: result.error?.code, reason: result.reason, transport: 'udp', closeReason: session.closeReason, datagramsIn, datagramsOut, dropped, udpSessions: deps.sessions.total },
     'agent.stream.closed',
   );
   return result;

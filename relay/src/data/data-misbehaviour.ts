@@ -9,10 +9,13 @@
  *   record of type application_data (23) twice, the way a relay that records and replays ciphertext would.
  * - `splice-other-device`: a client's stream for device A is paired with a data socket of another online device
  *   of the same owner (its RELAY_STATUS still names A, as a relay hiding the swap would).
+ * - `forge-service`: the STREAM_OPEN sent to the agent names the service in PORTWAY_TEST_FORGED_SERVICE (any
+ *   string, unchecked) instead of the one the client asked for and the relay authorized; the client's
+ *   RELAY_STATUS is the usual one, as a relay redirecting streams would answer.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 
-export const DATA_MISBEHAVIOURS = ['replay-record', 'splice-other-device'] as const;
+export const DATA_MISBEHAVIOURS = ['replay-record', 'splice-other-device', 'forge-service'] as const;
 export type DataMisbehaviourName = (typeof DATA_MISBEHAVIOURS)[number];
 
 /** Past the client's handshake records (Finished, and Certificate/CertificateVerify when they come apart). */
@@ -24,10 +27,19 @@ export class DataMisbehaviour {
   constructor(
     readonly name: DataMisbehaviourName,
     private readonly service: string | undefined,
-  ) {}
+    /** forge-service: the name the agent is told instead. */
+    private readonly forgedService?: string,
+  ) {
+    if (name === 'forge-service' && forgedService === undefined) throw new TypeError('forge-service needs the forged service name');
+  }
 
   appliesTo(service: string): boolean {
     return this.service === undefined || this.service === service;
+  }
+
+  /** forge-service: the service name to put in STREAM_OPEN for a stream the client opened to `service`. */
+  serviceForAgent(service: string): string {
+    return this.name === 'forge-service' && this.appliesTo(service) ? (this.forgedService as string) : service;
   }
 
   /** replay-record: the tamperer for the client-to-agent bytes of one stream. */

@@ -296,7 +296,8 @@ export class DataPlane {
 
   private pair(client: Connection, agent: Connection, s: { streamId: string; deviceId: string; service: string; user: User; log: Logger }): void {
     const certFingerprint = client.peer.certFingerprint as string;
-    const streamOpen = encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service: s.service, user: { id: s.user.id, name: s.user.name, certFingerprint } });
+    const service = this.deps.misbehaviour?.serviceForAgent(s.service) ?? s.service;
+    const streamOpen = encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service, user: { id: s.user.id, name: s.user.name, certFingerprint } });
     this.streamsPerDevice.set(s.deviceId, (this.streamsPerDevice.get(s.deviceId) ?? 0) + 1);
     this.streamsTotal++;
     const live: readonly [Connection, Connection] = [client, agent];
