@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { PortwayError } from '../protocol';
+import { tuneGcForStreaming } from '../shared/gc-tuning';
 
 const VERSION = process.env.PORTWAY_VERSION ?? '0.1.0';
 /** `portway pipe` after SIGHUP: how long the stream may take to finish closing before the process exits. */
@@ -415,4 +416,5 @@ function readStdin(maxBytes = MAX_STDIN_BYTES): Promise<string> {
   });
 }
 
+tuneGcForStreaming();
 program.parseAsync(process.argv).catch(fail);

@@ -2,7 +2,13 @@
  * Moves service bytes between a local connection and the inner (end-to-end) TLS session, on both the agent
  * and the forward proxy, using the chunk framing of protocol/e2e-frames.ts.
  *
- * - Backpressure: a write that returns false pauses the other side until 'drain'.
+ * - Backpressure: once a side's socket holds PUMP_QUEUE_BYTES or more in its user-space write queue, the other
+ *   side is paused until 'drain'. (Not on write() returning false: it does so for any chunk of at least the
+ *   16 KiB high-water mark, even one the kernel took at once, and pausing on that stopped and restarted the
+ *   reading side once per chunk.)
+ * - Coalescing: bytes for the local side are corked and written once per event-loop turn, so the records
+ *   of one TCP read of the inner session reach the local socket in one system call instead of one per
+ *   16 KiB TLS record.
  * - Half-close: local EOF becomes a FIN frame; a received FIN ends the local write side.
  * - Abort: if the inner session ends or fails before its FIN arrived, or the local side fails, the other
  *   side is reset (RST for sockets), never ended cleanly, so an application never mistakes a cut stream
@@ -68,6 +74,18 @@ export interface PumpOptions {
 /** A stream that heard nothing (data or heartbeat) for this many of its heartbeat intervals is dead. */
 export const DEAD_AFTER_HEARTBEATS = 3;
 
+/**
+ * Bytes a socket's user-space write queue may hold (plus the one chunk that crossed it) before the pump stops
+ * reading the side that feeds it; at least the socket's own high-water mark. A few 64 KiB reads' worth, so a
+ * burst of TLS records or a TLS write still in flight does not stop the reader each time.
+ */
+export const PUMP_QUEUE_BYTES = 128 * 1024;
+
+/** Whether `stream` holds enough queued bytes that the pump should stop feeding it (see PUMP_QUEUE_BYTES). */
+function isQueueFull(stream: Duplex): boolean {
+  return stream.writableLength >= Math.max(PUMP_QUEUE_BYTES, stream.writableHighWaterMark);
+}
+
 export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Promise<PumpResult> {
   return new Promise<PumpResult>((resolve) => {
     const decoder = new ChunkDecoder();
@@ -84,6 +102,10 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     let heardAt = Date.now();
     /** This side stopped reading the inner session because its local sink is full. */
     let isHoldingReads = false;
+    /** This side stopped reading the local side because the inner session's write queue is full. */
+    let isHoldingLocal = false;
+    /** Local writes of this event-loop turn are corked; a setImmediate uncorks them (one system call). */
+    let isLocalCorked = false;
 
     const cleanup = (): void => {
       local.off('data', onLocalData);
@@ -159,18 +181,26 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     const onLocalData = (chunk: Buffer): void => {
       bytesFromLocal += chunk.length;
       wroteAt = Date.now();
-      let ok = true;
       inner.cork();
       for (let offset = 0; offset < chunk.length; offset += MAX_E2E_CHUNK_BYTES) {
         const piece = chunk.length <= MAX_E2E_CHUNK_BYTES ? chunk : chunk.subarray(offset, offset + MAX_E2E_CHUNK_BYTES);
         inner.write(encodeChunkHeader(piece.length));
-        ok = inner.write(piece);
+        inner.write(piece);
       }
       inner.uncork();
-      if (!ok) local.pause();
+      if (isQueueFull(inner)) {
+        isHoldingLocal = true;
+        local.pause();
+      }
     };
     const onInnerDrain = (): void => {
+      if (!isHoldingLocal) return;
+      isHoldingLocal = false;
       if (!sentFin) local.resume();
+    };
+    const uncorkLocal = (): void => {
+      isLocalCorked = false;
+      local.uncork();
     };
     const onLocalEnd = (): void => {
       sentFin = true;
@@ -188,7 +218,13 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
     const onChunkEvent = (event: ChunkEvent): void => {
       if (event.kind === 'data') {
         bytesToLocal += event.data.length;
-        if (!local.write(event.data)) {
+        if (!isLocalCorked) {
+          isLocalCorked = true;
+          local.cork();
+          setImmediate(uncorkLocal);
+        }
+        local.write(event.data);
+        if (!isHoldingReads && isQueueFull(local)) {
           isHoldingReads = true;
           inner.pause();
         }
@@ -228,10 +264,9 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       decoder.push(data, onChunkEvent);
     };
     const onLocalDrain = (): void => {
-      if (isHoldingReads) {
-        isHoldingReads = false;
-        heardAt = Date.now();
-      }
+      if (!isHoldingReads) return;
+      isHoldingReads = false;
+      heardAt = Date.now();
       if (!gotFin) inner.resume();
     };
     const onInnerEnd = (): void => {

@@ -4,6 +4,7 @@
  * Imports only agent/, shared/ and protocol/, so relay code and its native dependencies never reach the device.
  */
 import { PortwayError } from '../../protocol';
+import { tuneGcForStreaming } from '../../shared/gc-tuning';
 import { DEFAULT_FIRSTBOOT_PATHS, runFirstboot } from './firstboot/firstboot';
 import { NOT_CONFIGURED } from './firstboot/firstboot-plan';
 import { runAgent } from './main';
@@ -53,6 +54,7 @@ function main(argv: readonly string[]): void {
     process.stderr.write(USAGE);
     process.exit(2);
   }
+  tuneGcForStreaming();
   runAgent(file).catch(fail);
 }
 
