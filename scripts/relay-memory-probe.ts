@@ -14,7 +14,6 @@
  */
 import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { makeTempDir, PortwayCluster, relayUnitNodeArgs, unitEnvironment } from '../devtools';
 import { spawnTracked, Teardown } from '../bench/teardown';
 
@@ -136,17 +135,6 @@ async function main(n: number): Promise<void> {
     const fleet = spawnTracked(teardown, process.execPath, [path.join(__dirname, '..', 'bench', 'fake-agents.js')], { stdio: ['pipe', 'pipe', 'pipe'] });
     fleet.child.stdin?.write(`${JSON.stringify({ relay: cluster.relayAddress, caFingerprint: cluster.caFingerprint, enrollKey, count: n, concurrency: 32 })}\n`);
     await fleetEvent(fleet.stdout, 'enrolled');
-    // PROBE_HEAPTRACK=FILE: the restarted relay runs under heaptrack (its preload library; FILE.zst, open it
-    // with heaptrack_print) and is killed after the reading, so "leaked" is what it held at N agents.
-    const heaptrackOut = process.env.PROBE_HEAPTRACK;
-    let heaptrack: ReturnType<typeof spawnTracked> | undefined;
-    if (heaptrackOut) {
-      const pipe = path.join(dir.path, 'heaptrack.fifo');
-      spawnSync('mkfifo', [pipe]);
-      heaptrack = spawnTracked(teardown, 'sh', ['-c', `/usr/lib/heaptrack/libexec/heaptrack_interpret < ${pipe} | zstd -c > ${heaptrackOut}.zst`]);
-      relayEnv.LD_PRELOAD = '/usr/lib/heaptrack/libheaptrack_preload.so';
-      relayEnv.DUMP_HEAPTRACK_OUTPUT = pipe;
-    }
     await cluster.relay?.stop('SIGTERM', 10_000);
     const relay = await cluster.startRelay();
     pid = relay.child.pid as number;
@@ -160,10 +148,6 @@ async function main(n: number): Promise<void> {
     await sleep(SETTLE_MS);
     const loaded = smaps(pid);
     const loadedUsage = await usage();
-    if (heaptrack) {
-      process.kill(pid, 'SIGKILL');
-      await Promise.race([heaptrack.exited, sleep(60_000)]);
-    }
     const loadedSnap = withSnapshots ? await snapshot(pid, dir.path) : undefined;
     const loadedAfterSnap = smaps(pid);
     const perAgent = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
