@@ -32,6 +32,8 @@ export interface ClusterOptions {
   readonly relayDb?: string;
   /** Node options for the relay process, e.g. `relayUnitNodeArgs()` to run it as systemd/portway-relay.service does. */
   readonly relayNodeArgs?: readonly string[];
+  /** Extra environment for the relay process, e.g. `unitEnvironment('portway-relay.service')`. */
+  readonly relayEnv?: Readonly<Record<string, string>>;
   /** The relay's external MQTT broker (`--broker`): mqtt://host:port; absent = the embedded broker. */
   readonly relayBroker?: string;
   /** The IPv4 address the relay listens on and everyone dials (added to its certificate's names); default 127.0.0.1. */
@@ -230,7 +232,7 @@ export class PortwayCluster {
   async startRelay(): Promise<ManagedProcess> {
     const relay = this.spawnCli(
       ['relay', '--data', this.relayDir, ...this.dbArgs, ...(this.options.relayBroker ? ['--broker', this.options.relayBroker] : []), '--listen', this.relayAddress, '--config', path.join(this.dir, 'relay.json'), '--log-level', this.options.logLevel ?? 'info'],
-      {},
+      this.options.relayEnv ?? {},
       this.options.relayNodeArgs,
     );
     this.relay = relay;

@@ -176,13 +176,14 @@ export class TlsFront {
       socket.destroy();
       raw.destroy();
     };
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      // After the handshake the route that took the connection owns its errors.
-      if (!handshakeDone) reject(err.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL' ? 'PW_UNKNOWN_ALPN' : 'PW_BAD_PREAMBLE', `TLS handshake failed: ${err.code ?? err.message}`);
-    });
-    let handshakeDone = false;
+    const onHandshakeError = (err: NodeJS.ErrnoException): void => {
+      reject(err.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL' ? 'PW_UNKNOWN_ALPN' : 'PW_BAD_PREAMBLE', `TLS handshake failed: ${err.code ?? err.message}`);
+    };
+    socket.on('error', onHandshakeError);
     socket.once('secure', () => {
-      handshakeDone = true;
+      // After the handshake the route that took the connection owns its errors; the shared no-op listener
+      // replaces this closure, which would otherwise keep the handshake's timer and state for the session.
+      socket.off('error', onHandshakeError).on('error', ignoreErrorAfterHandshake);
       clearTimeout(timer);
       const alpn = socket.alpnProtocol;
       const conn: Connection = { tls: socket, raw, carrier, peer: this.identify(socket), remote };
@@ -230,6 +231,10 @@ export class TlsFront {
     this.waiting.clear();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
+}
+
+function ignoreErrorAfterHandshake(): void {
+  // The route that took the connection reports its errors.
 }
 
 /**

@@ -26,9 +26,15 @@ export interface BrokerConnectionOptions {
   readonly connectTimeoutMs: number;
   /** Undefined for the relay's own in-process client, whose packets are not size-checked. */
   readonly limits: { readonly maxPacketBytes: number; readonly maxPreAuthBytes: number } | undefined;
+  /** Shared by every connection of a broker. */
   readonly onClose: (connection: BrokerConnection) => void;
 }
 
+/**
+ * Kept for as long as the session lives (thousands of idle devices), so it holds no per-connection logger,
+ * closures or timers beyond what it needs: the logger child is made when a line is logged, the listeners
+ * are methods bound once, and the CONNECT deadline ends with the CONNECT.
+ */
 export class BrokerConnection {
   state: ConnectionState = 'connecting';
   /** Set once the CONNECT was accepted. */
@@ -40,18 +46,26 @@ export class BrokerConnection {
   private client: AedesClient | undefined;
   private readonly guard: PacketSizeGuard | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
-  private readonly disposers: Array<() => void> = [];
+  private readonly onStreamError = (err: Error): void => this.log.debug({ err }, 'broker.connection.stream_error');
+  private readonly onStreamClose = (): void => this.closed();
+  private readonly onStreamData = (chunk: Buffer): void => this.inspect(chunk);
 
   constructor(
     readonly stream: Duplex,
     readonly identity: BrokerIdentity,
-    readonly log: Logger,
+    /** The broker's logger; `log` adds this connection's bindings. */
+    private readonly brokerLog: Logger,
     private readonly options: BrokerConnectionOptions,
   ) {
     this.guard = options.limits ? new PacketSizeGuard(options.limits) : undefined;
-    this.listen('error', (err: Error) => this.log.debug({ err }, 'broker.connection.stream_error'));
-    this.listen('close', () => this.onStreamClose());
+    stream.on('error', this.onStreamError);
+    stream.on('close', this.onStreamClose);
     this.connectTimer = setTimeout(() => this.abort('connect_timeout'), options.connectTimeoutMs);
+  }
+
+  /** A logger bound to this connection (deviceId, or peer=relay); made per use, since lines are few. */
+  get log(): Logger {
+    return this.brokerLog.child(connectionBindings(this.identity));
   }
 
   get aedesClient(): AedesClient | undefined {
@@ -61,16 +75,9 @@ export class BrokerConnection {
   /** Start watching inbound bytes; call after aedes took the stream, so its paused reads stay in charge. */
   attachClient(client: AedesClient): void {
     this.client = client;
-    const guard = this.guard;
-    if (!guard) return;
     // With aedes' 'readable' listener present, a 'data' listener does not switch the stream to flowing
     // mode; it sees each chunk as aedes reads it, before aedes parses it.
-    this.listen('data', (chunk: Buffer) => {
-      const verdict = guard.push(chunk);
-      if (verdict === 'ok') return;
-      this.log.warn({ verdict, isAuthenticated: this.clientId !== undefined }, 'broker.packet.rejected');
-      this.abort(verdict === 'too_large' ? 'too_large' : 'protocol_error');
-    });
+    if (this.guard) this.stream.on('data', this.onStreamData);
   }
 
   /** The CONNECT was accepted: lift the pre-authentication limits. */
@@ -91,9 +98,18 @@ export class BrokerConnection {
     if (!this.stream.destroyed) this.stream.destroy();
   }
 
-  private onStreamClose(): void {
+  private inspect(chunk: Buffer): void {
+    const verdict = (this.guard as PacketSizeGuard).push(chunk);
+    if (verdict === 'ok') return;
+    this.log.warn({ verdict, isAuthenticated: this.clientId !== undefined }, 'broker.packet.rejected');
+    this.abort(verdict === 'too_large' ? 'too_large' : 'protocol_error');
+  }
+
+  private closed(): void {
     this.clearConnectTimer();
-    for (const dispose of this.disposers.splice(0).reverse()) dispose();
+    this.stream.off('data', this.onStreamData);
+    this.stream.off('close', this.onStreamClose);
+    this.stream.off('error', this.onStreamError);
     // A late 'error' after our listener is gone must not become an uncaught exception.
     this.stream.on('error', (err: Error) => this.log.trace({ err }, 'broker.connection.late_error'));
     this.options.onClose(this);
@@ -103,10 +119,9 @@ export class BrokerConnection {
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
   }
+}
 
-  private listen(event: 'error' | 'close' | 'data', listener: (...args: never[]) => void): void {
-    const fn = listener as (...args: unknown[]) => void;
-    this.stream.on(event, fn);
-    this.disposers.push(() => this.stream.off(event, fn));
-  }
+/** The log bindings of a connection with `identity`. */
+export function connectionBindings(identity: BrokerIdentity): Record<string, string> {
+  return identity.kind === 'device' ? { deviceId: identity.deviceId } : { peer: 'relay' };
 }

@@ -23,7 +23,7 @@ import type { Logger } from 'pino';
 import { PortwayError } from '../../../protocol';
 import { createAedes, type AedesBroker, type AedesClient, type AedesHooks, type ConnectRequest, type ConnectRefusal } from './aedes-adapter';
 import { authorizeDelivery, authorizePublish, authorizeSubscribe, isSafeDeviceId, type BrokerIdentity } from './broker-acl';
-import { BrokerConnection, type DisconnectReason } from './broker-connection';
+import { BrokerConnection, connectionBindings, type BrokerConnectionOptions, type DisconnectReason } from './broker-connection';
 import { PendingPerDevice } from './pending-per-device';
 
 export interface EmbeddedBrokerOptions {
@@ -114,12 +114,18 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
   private readonly sessions = new Map<string, BrokerConnection>();
   private pendingCount = 0;
   private readonly pendingPerDevice: PendingPerDevice;
+  /** What each connection is given, shared: device connections are size-checked, the relay's own client is not. */
+  private readonly guardedOptions: BrokerConnectionOptions;
+  private readonly internalOptions: BrokerConnectionOptions;
 
   constructor(deps: EmbeddedBrokerDeps, options: Partial<EmbeddedBrokerOptions> = {}) {
     super();
     this.log = deps.log.child({ component: 'broker' });
     this.options = validateOptions({ ...EMBEDDED_BROKER_DEFAULTS, ...options });
     this.pendingPerDevice = new PendingPerDevice(this.options.maxPendingPerDevice);
+    const { maxPacketBytes, maxPreAuthBytes, connectTimeoutMs } = this.options;
+    this.guardedOptions = Object.freeze({ connectTimeoutMs, limits: Object.freeze({ maxPacketBytes, maxPreAuthBytes }), onClose: this.onConnectionClose });
+    this.internalOptions = Object.freeze({ connectTimeoutMs, limits: undefined, onClose: this.onConnectionClose });
   }
 
   get state(): BrokerState {
@@ -190,29 +196,23 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
   }
 
   private attach(stream: Duplex, identity: BrokerIdentity, isGuarded: boolean): void {
-    const deviceId = identity.kind === 'device' ? identity.deviceId : undefined;
-    const log = this.log.child(identity.kind === 'device' ? { deviceId } : { peer: 'relay' });
     const aedes = this.aedes;
-    if (this.brokerState !== 'running' || !aedes) return this.refuse(stream, log, 'not_running');
-    if (stream.destroyed) return log.debug('broker.connection.already_closed');
-    if (this.pendingCount >= this.options.maxPendingConnections) return this.refuse(stream, log, 'too_many_pending');
-    if (deviceId !== undefined && !this.pendingPerDevice.tryAdd(deviceId)) return this.refuse(stream, log, 'too_many_pending_for_device');
+    if (this.brokerState !== 'running' || !aedes) return this.refuse(stream, identity, 'not_running');
+    if (stream.destroyed) return this.log.child(connectionBindings(identity)).debug('broker.connection.already_closed');
+    if (this.pendingCount >= this.options.maxPendingConnections) return this.refuse(stream, identity, 'too_many_pending');
+    if (identity.kind === 'device' && !this.pendingPerDevice.tryAdd(identity.deviceId)) return this.refuse(stream, identity, 'too_many_pending_for_device');
 
-    const { maxPacketBytes, maxPreAuthBytes, connectTimeoutMs } = this.options;
-    const connection = new BrokerConnection(stream, identity, log, {
-      connectTimeoutMs,
-      limits: isGuarded ? { maxPacketBytes, maxPreAuthBytes } : undefined,
-      onClose: (closed) => this.onConnectionClose(closed),
-    });
+    const connection = new BrokerConnection(stream, identity, this.log, isGuarded ? this.guardedOptions : this.internalOptions);
     this.connections.set(stream, connection);
     this.pendingCount++;
     const client = aedes.handle(stream);
     this.byClient.set(client, connection);
     connection.attachClient(client);
-    log.debug('broker.connection.accepted');
+    connection.log.debug('broker.connection.accepted');
   }
 
-  private refuse(stream: Duplex, log: Logger, reason: string): void {
+  private refuse(stream: Duplex, identity: BrokerIdentity, reason: string): void {
+    const log = this.log.child(connectionBindings(identity));
     stream.on('error', (err: Error) => log.debug({ err }, 'broker.connection.stream_error'));
     log.warn({ reason }, 'broker.connection.refused');
     stream.destroy(new PortwayError(reason === 'not_running' ? 'PW_SHUTTING_DOWN' : 'PW_LIMIT_REACHED'));
@@ -314,7 +314,8 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
     this.emit('broker.client.disconnected', { ...this.clientEvent(connection), reason });
   }
 
-  private onConnectionClose(connection: BrokerConnection): void {
+  /** One function for every connection (an arrow per connection would be kept per session). */
+  private readonly onConnectionClose = (connection: BrokerConnection): void => {
     this.connections.delete(connection.stream);
     if (connection.state === 'connecting') {
       connection.state = 'closed';
@@ -326,7 +327,7 @@ export class EmbeddedBroker extends EventEmitter<EmbeddedBrokerEvents> {
       else connection.log.debug({ reason }, 'broker.connection.closed');
     }
     this.markDisconnected(connection);
-  }
+  };
 
   /** A pending connection was accepted or closed. */
   private settlePending(connection: BrokerConnection): void {

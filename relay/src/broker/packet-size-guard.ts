@@ -24,8 +24,11 @@ type GuardState =
   | { readonly kind: 'length'; readonly value: number; readonly multiplier: number; readonly bytes: number }
   | { readonly kind: 'body'; readonly remaining: number };
 
+/** Shared: the guard of every idle connection sits at a packet boundary. */
+const AT_HEADER: GuardState = Object.freeze({ kind: 'header' });
+
 export class PacketSizeGuard {
-  private state: GuardState = { kind: 'header' };
+  private state: GuardState = AT_HEADER;
   private preAuthBytes = 0;
   private isAuthenticated = false;
   private failed: GuardVerdict = 'ok';
@@ -54,7 +57,7 @@ export class PacketSizeGuard {
       if (state.kind === 'body') {
         const take = Math.min(state.remaining, chunk.length - offset);
         offset += take;
-        this.state = state.remaining === take ? { kind: 'header' } : { kind: 'body', remaining: state.remaining - take };
+        this.state = state.remaining === take ? AT_HEADER : { kind: 'body', remaining: state.remaining - take };
       } else if (state.kind === 'header') {
         offset += 1;
         this.state = { kind: 'length', value: 0, multiplier: 1, bytes: 0 };
@@ -77,7 +80,7 @@ export class PacketSizeGuard {
       return 'ok';
     }
     if (1 + bytes + value > this.limits.maxPacketBytes) return 'too_large';
-    this.state = value === 0 ? { kind: 'header' } : { kind: 'body', remaining: value };
+    this.state = value === 0 ? AT_HEADER : { kind: 'body', remaining: value };
     return 'ok';
   }
 

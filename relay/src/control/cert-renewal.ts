@@ -30,13 +30,20 @@ export interface CertRenewalOptions {
   readonly deviceCertValidityMs: number;
 }
 
+/**
+ * One tracked session: its socket (the presented certificate is read from it again when the renewal is due,
+ * so no certificate object is kept per device) and when its certificate is due for renewal.
+ */
 interface Tracked {
   readonly socket: tls.TLSSocket;
-  timer: NodeJS.Timeout | undefined;
+  readonly renewAt: number;
 }
 
 export class CertRenewal {
   private readonly tracked = new Map<string, Tracked>();
+  /** One timer for the earliest renewal due (a timer per device costs a timer list per distinct delay). */
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
   private state: 'idle' | 'running' | 'stopped' = 'idle';
 
   constructor(
@@ -51,36 +58,52 @@ export class CertRenewal {
 
   stop(): void {
     this.state = 'stopped';
-    for (const entry of this.tracked.values()) clearTimeout(entry.timer);
+    clearTimeout(this.timer);
+    this.timer = undefined;
     this.tracked.clear();
   }
 
   /** A device's MQTT session was accepted with `cert` on `socket`: renew when a third of its validity is left. */
   track(deviceId: string, socket: tls.TLSSocket, cert: X509Certificate): void {
     if (this.state !== 'running') return;
-    const previous = this.tracked.get(deviceId);
-    if (previous) clearTimeout(previous.timer);
-    const entry: Tracked = { socket, timer: undefined };
-    this.tracked.set(deviceId, entry);
-    socket.once('close', () => {
-      clearTimeout(entry.timer);
-      if (this.tracked.get(deviceId) === entry) this.tracked.delete(deviceId);
-    });
     // Issued certificates start NOT_BEFORE_BACKDATE_MS before they were issued; the lifetime counts from issue.
     const issuedAt = Date.parse(cert.validFrom) + NOT_BEFORE_BACKDATE_MS;
     const notAfter = Date.parse(cert.validTo);
     const renewAt = Math.max(notAfter - (notAfter - issuedAt) / 3, this.now() + RENEW_SETTLE_MS);
-    this.arm(deviceId, entry, renewAt, cert);
+    const entry: Tracked = { socket, renewAt };
+    this.tracked.set(deviceId, entry);
+    socket.once('close', () => {
+      if (this.tracked.get(deviceId) === entry) this.tracked.delete(deviceId);
+    });
+    if (renewAt < this.timerAt) this.arm(renewAt);
   }
 
-  private arm(deviceId: string, entry: Tracked, renewAt: number, cert: X509Certificate): void {
-    const delay = Math.max(0, renewAt - this.now());
-    entry.timer = setTimeout(() => {
-      if (this.tracked.get(deviceId) !== entry || this.state !== 'running') return;
-      if (renewAt > this.now()) return this.arm(deviceId, entry, renewAt, cert);
-      this.renew(deviceId, cert).catch((err: unknown) => this.deps.log.warn({ err, deviceId }, 'relay.cert.renew_failed'));
-    }, Math.min(delay, MAX_TIMER_MS));
-    entry.timer.unref();
+  private arm(at: number): void {
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.renewDue(), Math.min(Math.max(0, at - this.now()), MAX_TIMER_MS));
+    this.timer.unref();
+  }
+
+  /** Renew every session that is due, then arm the timer for the next one. */
+  private renewDue(): void {
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    if (this.state !== 'running') return;
+    const now = this.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [deviceId, entry] of this.tracked) {
+      if (entry.renewAt > now) {
+        next = Math.min(next, entry.renewAt);
+        continue;
+      }
+      // One renewal per session: the agent reconnects with the new certificate, which is tracked anew.
+      this.tracked.delete(deviceId);
+      const presented = entry.socket.getPeerX509Certificate();
+      if (!presented) continue;
+      this.renew(deviceId, presented).catch((err: unknown) => this.deps.log.warn({ err, deviceId }, 'relay.cert.renew_failed'));
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.arm(next);
   }
 
   private async renew(deviceId: string, presented: X509Certificate): Promise<void> {
