@@ -5,10 +5,10 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsServer } from '../../shared/metrics-server';
-import type { DataPlaneStats } from './data/data-plane';
+import type { RelayStats } from './relay';
 
 export interface MetricsSource {
-  stats(): DataPlaneStats & { connections: number; mqttClients: number };
+  stats(): RelayStats;
 }
 
 export class RelayMetrics {
@@ -27,18 +27,34 @@ export class RelayMetrics {
     gauge('portway_relay_agent_sockets_pooled', 'idle pooled agent data sockets', (s) => s.pooled);
     gauge('portway_relay_dials_pending', 'streams waiting for a dialed agent socket', (s) => s.pendingDials);
     gauge('portway_relay_buffered_bytes', 'bytes held in the relay for spliced streams (queued socket writes)', (s) => s.bufferedBytes);
+    const counter = (name: string, help: string, pick: (s: RelayStats) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(pick(source.stats()));
+        },
+      });
+    };
+    counter('portway_relay_streams_total', 'streams paired since start', (s) => s.streamsTotal);
+    counter('portway_relay_device_sessions_total', 'device MQTT sessions accepted since start (with a steady fleet, the reconnects)', (s) => s.deviceSessionsTotal);
     new Counter({
-      name: 'portway_relay_streams_total',
-      help: 'streams paired since start',
+      name: 'portway_relay_stream_bytes_total',
+      help: 'bytes written to the sockets of streams, ended and live, by direction (outer TLS before the handoff, the inner session after)',
+      labelNames: ['direction'],
       registers: [this.registry],
       collect() {
         this.reset();
-        this.inc(source.stats().streamsTotal);
+        const stats = source.stats();
+        this.inc({ direction: 'to_device' }, stats.bytesToDevice);
+        this.inc({ direction: 'to_client' }, stats.bytesToClient);
       },
     });
     new Counter({
       name: 'portway_relay_rejects_total',
-      help: 'data sockets refused, by error code',
+      help: 'connections refused before routing and data sockets refused, by error code',
       labelNames: ['code'],
       registers: [this.registry],
       collect() {

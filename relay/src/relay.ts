@@ -32,6 +32,14 @@ import { tlsCipherOptions } from '../../shared/tls-profile';
 /** How often the device admission rate follows the store's fleet size (enrollments, claims, revocations). */
 const FLEET_REFRESH_MS = 10_000;
 
+export type RelayStats = Omit<DataPlaneStats, 'rejects'> & {
+  /** Refusals by code: the TLS front's (before routing) and the data plane's. */
+  rejects: Record<string, number>;
+  connections: number;
+  mqttClients: number;
+  deviceSessionsTotal: number;
+};
+
 export interface RelayDeps {
   readonly log: Logger;
   readonly now?: () => number;
@@ -50,6 +58,10 @@ export class Relay {
   private caCert: CertificateAuthority | undefined;
   private address: { host: string; port: number } | undefined;
   private metricsAt: { host: string; port: number } | undefined;
+  /** Connections the TLS front refused before routing (PW_NOT_TLS, PW_RELAY_BUSY, handshake failures), by code. */
+  private readonly frontRejects: Record<string, number> = {};
+  /** Device MQTT sessions accepted since start: with a steady fleet, its growth is the reconnects. */
+  private deviceSessionsTotal = 0;
 
   constructor(
     private readonly deps: RelayDeps,
@@ -131,6 +143,9 @@ export class Relay {
           secureContext,
           ca: new X509Certificate(ca.certPem),
           admission,
+          onReject: (code) => {
+            this.frontRejects[code] = (this.frontRejects[code] ?? 0) + 1;
+          },
           routes: {
             data: (conn) => dataPlane.handleConnection(conn),
             http: (conn) => api.handleConnection(conn),
@@ -211,6 +226,9 @@ export class Relay {
         ? new EmbeddedBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1 })
         : new ExternalBroker({ log }, { connectTimeoutMs, keepaliveMinS: 1, url, ...(brokerPassword ? { password: brokerPassword } : {}), ...(brokerCaFile ? { caPem: await readBrokerCa(brokerCaFile) } : {}) });
     await broker.start();
+    broker.on('broker.client.connected', (event) => {
+      if (event.deviceId !== undefined) this.deviceSessionsTotal++;
+    });
     this.broker = broker;
     this.stack.push(() => broker.stop());
     return broker;
@@ -224,9 +242,11 @@ export class Relay {
     return this.caCert;
   }
 
-  stats(): DataPlaneStats & { connections: number; mqttClients: number } {
-    const data = this.dataPlane?.stats() ?? { streamsOpen: 0, streamsTotal: 0, primed: 0, pooled: 0, pendingDials: 0, bufferedBytes: 0, rejects: {} };
-    return { ...data, connections: this.front?.connectionCount ?? 0, mqttClients: this.broker?.clientCount ?? 0 };
+  stats(): RelayStats {
+    const data = this.dataPlane?.stats() ?? { streamsOpen: 0, streamsTotal: 0, primed: 0, pooled: 0, pendingDials: 0, bufferedBytes: 0, bytesToDevice: 0, bytesToClient: 0, rejects: {} };
+    const rejects: Record<string, number> = { ...this.frontRejects };
+    for (const [code, n] of Object.entries(data.rejects)) rejects[code] = (rejects[code] ?? 0) + (n ?? 0);
+    return { ...data, rejects, connections: this.front?.connectionCount ?? 0, mqttClients: this.broker?.clientCount ?? 0, deviceSessionsTotal: this.deviceSessionsTotal };
   }
 
   async stop(): Promise<void> {

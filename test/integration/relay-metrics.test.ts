@@ -6,7 +6,10 @@ import { parseRelayOptions } from '../../relay/src/config';
 import { relayInit } from '../../relay/src/main';
 import { isLoopbackHost as isLoopback } from '../../shared/metrics-server';
 import { Relay } from '../../relay/src/relay';
-import { Disposer, makeTempDir } from '../helpers';
+import net from 'node:net';
+import { type ManagedProcess, pseudoRandomBytes } from '../../devtools';
+import { Disposer, collectBytes, connectTcp, makeTempDir, startCluster, startEchoServer } from '../helpers';
+import { RELIABILITY_RELAY_CONFIG, relayMetricsPort, sample, scrape } from '../helpers/reliability';
 
 function get(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -38,6 +41,56 @@ describe('relay metrics endpoint', () => {
     expect(res.body).toMatch(/portway_relay_process_resident_memory_bytes \d+/);
     expect((await get(`http://127.0.0.1:${address?.port ?? 0}/other`)).status).toBe(404);
   });
+
+  it('counts stream bytes both ways (live and ended), device sessions, and refusals before routing by code', async () => {
+    const echo = await startEchoServer(disposer);
+    const cluster = await startCluster(disposer, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_RELAY_CONFIG });
+    const port = relayMetricsPort(cluster.relay as ManagedProcess);
+    const before = await scrape(port);
+    expect(sample(before, 'portway_relay_device_sessions_total')).toBe(1);
+    const bytesBefore = { toDevice: sample(before, 'portway_relay_stream_bytes_total{direction="to_device"}'), toClient: sample(before, 'portway_relay_stream_bytes_total{direction="to_client"}') };
+
+    // 256 KiB through one stream: counted while it is open, and still after it ended.
+    const { port: local } = await cluster.connect('echo');
+    const socket = await connectTcp(disposer, { host: '127.0.0.1', port: local });
+    const received = collectBytes(socket);
+    const payload = pseudoRandomBytes('metrics', 256 * 1024);
+    socket.write(payload);
+    expect((await received.waitForLength(payload.length, 20_000)).equals(payload)).toBe(true);
+    const live = await scrape(port);
+    const liveToDevice = sample(live, 'portway_relay_stream_bytes_total{direction="to_device"}') - bytesBefore.toDevice;
+    const liveToClient = sample(live, 'portway_relay_stream_bytes_total{direction="to_client"}') - bytesBefore.toClient;
+    expect(liveToDevice).toBeGreaterThanOrEqual(payload.length);
+    expect(liveToClient).toBeGreaterThanOrEqual(payload.length);
+    socket.end();
+    await received.waitForEnd(10_000);
+    const deadline = Date.now() + 10_000;
+    let ended = live;
+    while (sample(ended, 'portway_relay_streams_open') > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100)); // poll interval of a bounded wait
+      ended = await scrape(port);
+    }
+    expect(sample(ended, 'portway_relay_streams_open')).toBe(0);
+    expect(sample(ended, 'portway_relay_stream_bytes_total{direction="to_device"}') - bytesBefore.toDevice).toBeGreaterThanOrEqual(liveToDevice);
+    expect(sample(ended, 'portway_relay_stream_bytes_total{direction="to_client"}') - bytesBefore.toClient).toBeGreaterThanOrEqual(liveToClient);
+
+    // Plain text on the TLS port: refused before any TLS layer, counted by its code.
+    const garbage = net.connect({ host: '127.0.0.1', port: cluster.relayPort });
+    garbage.on('error', () => undefined);
+    garbage.end('GET / HTTP/1.0\r\n\r\n');
+    await new Promise((resolve) => garbage.once('close', resolve));
+    let refused = await scrape(port);
+    for (let i = 0; i < 50 && !refused.has('portway_relay_rejects_total{code="PW_NOT_TLS"}'); i++) {
+      await new Promise((r) => setTimeout(r, 100)); // poll interval of a bounded wait
+      refused = await scrape(port);
+    }
+    expect(sample(refused, 'portway_relay_rejects_total{code="PW_NOT_TLS"}')).toBe(1);
+
+    // The agent reconnects: one more device session.
+    await (cluster.agent as ManagedProcess).stop();
+    await cluster.startAgent();
+    expect(sample(await scrape(port), 'portway_relay_device_sessions_total')).toBe(2);
+  }, 90_000);
 
   it('refuses a non-loopback metrics address', async () => {
     expect(isLoopback('127.0.0.1')).toBe(true);

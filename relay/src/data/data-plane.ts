@@ -54,6 +54,9 @@ export interface DataPlaneStats {
   pendingDials: number;
   /** Bytes the relay holds in user space for spliced streams (queued writes on their TCP sockets). */
   bufferedBytes: number;
+  /** Bytes the relay wrote to the device's and the client's socket of every stream, ended and live (outer TLS before the handoff, the spliced inner session after). */
+  bytesToDevice: number;
+  bytesToClient: number;
   rejects: Partial<Record<ErrorCode, number>>;
 }
 
@@ -70,6 +73,8 @@ export class DataPlane {
   private readonly primedPerUser = new Map<string, number>();
   private readonly abort = new AbortController();
   private streamsTotal = 0;
+  /** Bytes of ended streams; live ones are added at read time (stats()). */
+  private endedBytes = { toDevice: 0, toClient: 0 };
   private readonly rejects: Partial<Record<ErrorCode, number>> = {};
   private readonly onOffline = (deviceId: string): void => this.deviceOffline(deviceId);
   /** Spliced streams by device, so that a revocation can cut them (dropDevice). */
@@ -97,10 +102,19 @@ export class DataPlane {
     let streamsOpen = 0;
     for (const n of this.streamsPerDevice.values()) streamsOpen += n;
     let bufferedBytes = 0;
-    for (const pairs of this.liveStreams.values()) for (const [a, b] of pairs) bufferedBytes += a.raw.writableLength + b.raw.writableLength;
+    let { toDevice: bytesToDevice, toClient: bytesToClient } = this.endedBytes;
+    for (const pairs of this.liveStreams.values()) {
+      for (const [client, agent] of pairs) {
+        bufferedBytes += client.raw.writableLength + agent.raw.writableLength;
+        bytesToDevice += agent.raw.bytesWritten;
+        bytesToClient += client.raw.bytesWritten;
+      }
+    }
     return {
       streamsOpen,
       bufferedBytes,
+      bytesToDevice,
+      bytesToClient,
       streamsTotal: this.streamsTotal,
       primed: this.primed.size,
       pooled: this.agentSockets.pooledCount(),
@@ -310,20 +324,27 @@ export class DataPlane {
       })
       .then(
         (result) => {
-          this.trackLive(s.deviceId, live, false);
+          this.endLive(s.deviceId, live);
           const n = (this.streamsPerDevice.get(s.deviceId) ?? 1) - 1;
           if (n <= 0) this.streamsPerDevice.delete(s.deviceId);
           else this.streamsPerDevice.set(s.deviceId, n);
           s.log.info({ outcome: result.outcome, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA }, 'relay.stream.closed');
         },
         (err: unknown) => {
-          this.trackLive(s.deviceId, live, false);
+          this.endLive(s.deviceId, live);
           s.log.error({ err }, 'relay.stream.splice_failed');
         },
       );
   }
 
   // ---- revocation (relay/src/control/device-revocations.ts calls dropDevice; the token and share routes dropClientStreams)
+
+  /** A stream ended: its bytes move from the live sum to the ended one (so the byte counters never go back). */
+  private endLive(deviceId: string, live: readonly [Connection, Connection]): void {
+    this.trackLive(deviceId, live, false);
+    this.endedBytes.toDevice += live[1].raw.bytesWritten;
+    this.endedBytes.toClient += live[0].raw.bytesWritten;
+  }
 
   private trackLive(deviceId: string, pair: readonly [Connection, Connection], isOpen: boolean): void {
     const set = this.liveStreams.get(deviceId) ?? new Set();
