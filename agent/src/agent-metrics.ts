@@ -8,9 +8,21 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { PortwayError } from '../../protocol';
 import { isLoopbackHost, MetricsServer } from '../../shared/metrics-server';
 
+export interface AgentStats {
+  pooled: number;
+  streams: number;
+  udpSessions: number;
+  reconnects: number;
+  /** Bytes on the streams' data sockets (the end-to-end session as the relay carries it), ended and live. */
+  bytesToRelay: number;
+  bytesFromRelay: number;
+  /** Streams the agent refused, by code. */
+  refusals: Record<string, number>;
+}
+
 export interface AgentMetricsSource {
   readonly isOnline: boolean;
-  stats(): { pooled: number; streams: number; udpSessions: number; reconnects: number };
+  stats(): AgentStats;
 }
 
 /** `HOST:PORT` (IPv6 in brackets) of a loopback address; anything else is PW_CONFIG_INVALID. */
@@ -43,6 +55,28 @@ export class AgentMetrics {
       collect() {
         this.reset();
         this.inc(source.stats().reconnects);
+      },
+    });
+    new Counter({
+      name: 'portway_agent_stream_bytes_total',
+      help: 'bytes on the data sockets of streams, ended and live, by direction (the end-to-end session with its TLS overhead)',
+      labelNames: ['direction'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const stats = source.stats();
+        this.inc({ direction: 'to_relay' }, stats.bytesToRelay);
+        this.inc({ direction: 'from_relay' }, stats.bytesFromRelay);
+      },
+    });
+    new Counter({
+      name: 'portway_agent_streams_refused_total',
+      help: 'streams the agent refused, by error code',
+      labelNames: ['code'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(source.stats().refusals)) this.inc({ code }, n);
       },
     });
   }

@@ -2,6 +2,7 @@
  * The device agent: identity (enroll on first start), the MQTT control channel, data sockets (a pool kept
  * warm while the relay asks for it, and sockets dialed on demand for one stream each), and streams.
  */
+import type { AgentStats } from './agent-metrics';
 import { X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
@@ -44,6 +45,9 @@ export class Agent {
   /** Data sockets by their TCP connection (which outlives the outer TLS layer after the handoff). */
   private readonly pooled = new Set<net.Socket>();
   private readonly streams = new Set<net.Socket>();
+  /** Bytes of ended streams' data sockets (live ones are added in stats()), and streams refused by code. */
+  private readonly endedBytes = { toRelay: 0, fromRelay: 0 };
+  private readonly refusals: Record<string, number> = {};
   private readonly udpSessions: UdpSessions;
   private readonly serial: SerialServices;
   private poolSize = 0;
@@ -74,8 +78,13 @@ export class Agent {
     return this.control?.isOnline === true;
   }
 
-  stats(): { pooled: number; streams: number; udpSessions: number; reconnects: number } {
-    return { pooled: this.pooled.size, streams: this.streams.size, udpSessions: this.udpSessions.total, reconnects: this.control?.reconnects ?? 0 };
+  stats(): AgentStats {
+    let { toRelay: bytesToRelay, fromRelay: bytesFromRelay } = this.endedBytes;
+    for (const socket of this.streams) {
+      bytesToRelay += socket.bytesWritten;
+      bytesFromRelay += socket.bytesRead;
+    }
+    return { pooled: this.pooled.size, streams: this.streams.size, udpSessions: this.udpSessions.total, reconnects: this.control?.reconnects ?? 0, bytesToRelay, bytesFromRelay, refusals: { ...this.refusals } };
   }
 
   async start(): Promise<void> {
@@ -298,9 +307,13 @@ export class Agent {
         // handshakes would compete for the same CPU and delay the stream the user is waiting for.
         const wasPooled = this.pooled.delete(socket);
         this.streams.add(socket);
-        socket.once('close', () => this.streams.delete(socket));
+        socket.once('close', () => {
+          this.streams.delete(socket);
+          this.endedBytes.toRelay += socket.bytesWritten;
+          this.endedBytes.fromRelay += socket.bytesRead;
+        });
         const innerContext = this.innerContext as tls.SecureContext;
-        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.access, onAdmitted: (key) => this.access?.track(socket, key, open.service), now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
+        runStream({ log: this.deps.log.child({ component: 'stream' }), secureContext: innerContext, ca: this.caX509 as X509Certificate, access: this.access, onAdmitted: (key) => this.access?.track(socket, key, open.service), onRefused: (code) => (this.refusals[code] = (this.refusals[code] ?? 0) + 1), now: this.checkTime, services: this.services, udpSessions: this.udpSessions, serial: this.serial.streamDeps }, dataSocket, open, {
           serviceConnectTimeoutMs: this.config.timers.serviceConnectTimeoutMs,
           handshakeTimeoutMs: this.config.timers.streamHandshakeTimeoutMs,
           closeGraceMs: this.config.timers.closeGraceMs,

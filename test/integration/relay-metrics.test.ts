@@ -8,8 +8,8 @@ import { isLoopbackHost as isLoopback } from '../../shared/metrics-server';
 import { Relay } from '../../relay/src/relay';
 import net from 'node:net';
 import { type ManagedProcess, pseudoRandomBytes } from '../../devtools';
-import { Disposer, collectBytes, connectTcp, makeTempDir, startCluster, startEchoServer } from '../helpers';
-import { RELIABILITY_RELAY_CONFIG, relayMetricsPort, sample, scrape } from '../helpers/reliability';
+import { Disposer, collectBytes, connectTcp, findFreePort, makeTempDir, startCluster, startEchoServer } from '../helpers';
+import { AGENT_METRICS_CONFIG, RELIABILITY_RELAY_CONFIG, relayMetricsPort, sample, scrape, startAgentWithMetrics } from '../helpers/reliability';
 
 function get(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -42,13 +42,24 @@ describe('relay metrics endpoint', () => {
     expect((await get(`http://127.0.0.1:${address?.port ?? 0}/other`)).status).toBe(404);
   });
 
-  it('counts stream bytes both ways (live and ended), device sessions, and refusals before routing by code', async () => {
+  it('relay and agent count stream bytes both ways (live and ended), device sessions, and refusals by code', async () => {
     const echo = await startEchoServer(disposer);
-    const cluster = await startCluster(disposer, { services: [{ name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` }], relayConfig: RELIABILITY_RELAY_CONFIG });
+    // Nothing listens on `closed`'s port: the agent refuses that stream itself (PW_SERVICE_REFUSED).
+    const closedPort = await findFreePort();
+    const services = [
+      { name: 'echo', type: 'tcp' as const, target: `127.0.0.1:${echo.port}` },
+      { name: 'closed', type: 'tcp' as const, target: `127.0.0.1:${closedPort}` },
+    ];
+    const cluster = await startCluster(disposer, { services, relayConfig: RELIABILITY_RELAY_CONFIG });
     const port = relayMetricsPort(cluster.relay as ManagedProcess);
+    await (cluster.agent as ManagedProcess).stop();
+    await cluster.writeAgentConfig({ ...AGENT_METRICS_CONFIG });
+    const { metricsPort: agentPort } = await startAgentWithMetrics(cluster);
     const before = await scrape(port);
-    expect(sample(before, 'portway_relay_device_sessions_total')).toBe(1);
-    const bytesBefore = { toDevice: sample(before, 'portway_relay_stream_bytes_total{direction="to_device"}'), toClient: sample(before, 'portway_relay_stream_bytes_total{direction="to_client"}') };
+    expect(sample(before, 'portway_relay_device_sessions_total')).toBe(2);
+    const relayBytes = (m: Map<string, number>, direction: string): number => sample(m, `portway_relay_stream_bytes_total{direction="${direction}"}`);
+    const agentBytes = (m: Map<string, number>, direction: string): number => sample(m, `portway_agent_stream_bytes_total{direction="${direction}"}`);
+    const agentBefore = await scrape(agentPort);
 
     // 256 KiB through one stream: counted while it is open, and still after it ended.
     const { port: local } = await cluster.connect('echo');
@@ -58,10 +69,14 @@ describe('relay metrics endpoint', () => {
     socket.write(payload);
     expect((await received.waitForLength(payload.length, 20_000)).equals(payload)).toBe(true);
     const live = await scrape(port);
-    const liveToDevice = sample(live, 'portway_relay_stream_bytes_total{direction="to_device"}') - bytesBefore.toDevice;
-    const liveToClient = sample(live, 'portway_relay_stream_bytes_total{direction="to_client"}') - bytesBefore.toClient;
-    expect(liveToDevice).toBeGreaterThanOrEqual(payload.length);
-    expect(liveToClient).toBeGreaterThanOrEqual(payload.length);
+    const agentLive = await scrape(agentPort);
+    const liveBytes = {
+      relayToDevice: relayBytes(live, 'to_device') - relayBytes(before, 'to_device'),
+      relayToClient: relayBytes(live, 'to_client') - relayBytes(before, 'to_client'),
+      agentFromRelay: agentBytes(agentLive, 'from_relay') - agentBytes(agentBefore, 'from_relay'),
+      agentToRelay: agentBytes(agentLive, 'to_relay') - agentBytes(agentBefore, 'to_relay'),
+    };
+    for (const [name, n] of Object.entries(liveBytes)) expect([name, n >= payload.length]).toEqual([name, true]);
     socket.end();
     await received.waitForEnd(10_000);
     const deadline = Date.now() + 10_000;
@@ -71,8 +86,14 @@ describe('relay metrics endpoint', () => {
       ended = await scrape(port);
     }
     expect(sample(ended, 'portway_relay_streams_open')).toBe(0);
-    expect(sample(ended, 'portway_relay_stream_bytes_total{direction="to_device"}') - bytesBefore.toDevice).toBeGreaterThanOrEqual(liveToDevice);
-    expect(sample(ended, 'portway_relay_stream_bytes_total{direction="to_client"}') - bytesBefore.toClient).toBeGreaterThanOrEqual(liveToClient);
+    expect(relayBytes(ended, 'to_device') - relayBytes(before, 'to_device')).toBeGreaterThanOrEqual(liveBytes.relayToDevice);
+    expect(relayBytes(ended, 'to_client') - relayBytes(before, 'to_client')).toBeGreaterThanOrEqual(liveBytes.relayToClient);
+    const agentEnded = await scrape(agentPort);
+    expect(agentBytes(agentEnded, 'from_relay') - agentBytes(agentBefore, 'from_relay')).toBeGreaterThanOrEqual(liveBytes.agentFromRelay);
+
+    // A stream the agent refuses: counted by its code.
+    expect((await cluster.runCli(['pipe', cluster.deviceName, 'closed'], { input: 'x', timeoutMs: 15_000 })).code).toBe(1);
+    expect(sample(await scrape(agentPort), 'portway_agent_streams_refused_total{code="PW_SERVICE_REFUSED"}')).toBe(1);
 
     // Plain text on the TLS port: refused before any TLS layer, counted by its code.
     const garbage = net.connect({ host: '127.0.0.1', port: cluster.relayPort });
@@ -88,9 +109,9 @@ describe('relay metrics endpoint', () => {
 
     // The agent reconnects: one more device session.
     await (cluster.agent as ManagedProcess).stop();
-    await cluster.startAgent();
-    expect(sample(await scrape(port), 'portway_relay_device_sessions_total')).toBe(2);
-  }, 90_000);
+    await startAgentWithMetrics(cluster);
+    expect(sample(await scrape(port), 'portway_relay_device_sessions_total')).toBe(3);
+  }, 120_000);
 
   it('refuses a non-loopback metrics address', async () => {
     expect(isLoopback('127.0.0.1')).toBe(true);

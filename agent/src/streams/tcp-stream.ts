@@ -36,6 +36,8 @@ export async function runStream(
     access?: { decide(key: string, service: string, now: number): AccessDecision };
     /** Told the user key a claimed device admitted, so the agent can end the stream when the owner's grants change. */
     onAdmitted?: (key: string) => void;
+    /** Told the code of every stream the agent refused (for the metrics). */
+    onRefused?: (code: string) => void;
     /** The time to check the user's certificate at: the system clock, or the time floor while the clock is not known (clock/time-floor.ts). */
     now?: () => number;
   },
@@ -82,6 +84,7 @@ export async function runStream(
     });
   } catch (err) {
     log.info({ code: (err as PortwayError).code, reason: (err as Error).message }, 'agent.stream.refused');
+    deps.onRefused?.((err as PortwayError).code ?? 'PW_INTERNAL');
     inner.destroy();
     outer.destroy();
     return undefined;
@@ -100,6 +103,7 @@ export async function runStream(
   onHandshakeDone();
   const fail = (error: PortwayError): undefined => {
     log.info({ code: error.code, reason: error.message, resumed: isResumed }, 'agent.stream.refused');
+    deps.onRefused?.(error.code);
     inner.end(encodeFrame(FrameType.E2E_STATUS, error.toWire()));
     const timer = setTimeout(() => inner.destroy(), options.closeGraceMs);
     timer.unref();
