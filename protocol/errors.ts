@@ -18,6 +18,7 @@ export const ERRORS = {
   PW_FRAME_TOO_LARGE: { meaning: 'a frame length exceeded the limit for its phase', retryable: false, wire: true },
   PW_HANDSHAKE_TIMEOUT: { meaning: 'the peer did not finish its handshake or hello in time', retryable: true, wire: true },
   PW_NOT_TLS: { meaning: 'the first bytes on the relay port were not a TLS handshake', retryable: false, wire: false },
+  PW_TLS_RECORD_INVALID: { meaning: 'after the handshake, a TLS record on the relay port failed to decrypt or broke the TLS protocol; the connection is closed', retryable: false, wire: false },
   PW_UNKNOWN_ALPN: { meaning: 'TLS connection without a supported ALPN protocol', retryable: false, wire: false },
   PW_CLIENT_CERT_REQUIRED: { meaning: 'a valid client certificate issued by this relay is required', retryable: false, wire: true },
   PW_WRONG_ROLE: { meaning: 'the certificate belongs to another role (a device acting as a user, or a user as a device)', retryable: false, wire: true },

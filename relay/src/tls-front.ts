@@ -83,7 +83,23 @@ export class TlsFront {
       admission?: DeviceAdmission;
     },
     private readonly options: TlsFrontOptions,
-  ) {}
+  ) {
+    const log = deps.log;
+    // One listener for every connection, not a closure each (relay memory per idle device, docs/benchmark.md).
+    this.failAfterHandshake = function (this: tls.TLSSocket, err: NodeJS.ErrnoException): void {
+      if (this.destroyed) return;
+      log.info({ remote: `${this.remoteAddress ?? '?'}:${this.remotePort ?? '?'}`, code: 'PW_TLS_RECORD_INVALID', reason: err.code ?? err.message }, 'relay.connection.failed');
+      this.destroy(err);
+    };
+  }
+
+  /**
+   * A TLSSocket built by hand as a server (not accepted by a tls.Server) reports TLS errors after its handshake
+   * (a record that fails to decrypt, a protocol violation) only as the undocumented '_tlsError' and stays open
+   * (https://github.com/nodejs/node/issues/8803): an MQTT session would then hang until its keepalive. This
+   * turns such an error into the end of the connection, which the route that owns it sees as an error.
+   */
+  private readonly failAfterHandshake: (this: tls.TLSSocket, err: NodeJS.ErrnoException) => void;
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true }, (raw) => this.handleConnection(raw));
@@ -183,7 +199,7 @@ export class TlsFront {
     socket.once('secure', () => {
       // After the handshake the route that took the connection owns its errors; the shared no-op listener
       // replaces this closure, which would otherwise keep the handshake's timer and state for the session.
-      socket.off('error', onHandshakeError).on('error', ignoreErrorAfterHandshake);
+      socket.off('error', onHandshakeError).on('error', ignoreErrorAfterHandshake).on('_tlsError', this.failAfterHandshake);
       clearTimeout(timer);
       const alpn = socket.alpnProtocol;
       const conn: Connection = { tls: socket, raw, carrier, peer: this.identify(socket), remote };

@@ -218,6 +218,30 @@ describe('relay under hostile input', () => {
       expectRelayAlive();
     });
 
+    it('a TLS record that fails to decrypt after the handshake closes that connection at once (MQTT with the device certificate, HTTP)', async () => {
+      // Without this the relay kept such a connection open (Node reports the error only as '_tlsError') until the
+      // CONNECT deadline (3 s here) or the HTTP idle deadline (15 s).
+      const record = Buffer.concat([Buffer.from([23, 3, 3, 0, 64]), pseudoRandomBytes('bad-record', 64)]);
+      for (const [alpn, credentials] of [['mqtt', device], ['http/1.1', undefined]] as const) {
+        const attempt = await openTcp();
+        const socket = startTls(attempt, { alpn: [alpn], credentials });
+        const bytes = collectBytes(socket);
+        // The relay's session ticket comes after its side of the handshake is done (TLS 1.3): only then is the
+        // record below a record after the handshake rather than a broken handshake.
+        await once(socket, 'session', 5_000);
+        const logged = relayLogFor(attempt, 'relay.connection.failed');
+        const sentAt = Date.now();
+        attempt.raw.write(record); // under the TLS layer: a record the relay cannot decrypt
+        await bytes.waitForClose(LOG_WAIT_MS);
+        const closedAfterMs = Date.now() - sentAt;
+        expect({ alpn, logged: await logged }).toMatchObject({ alpn, logged: { code: 'PW_TLS_RECORD_INVALID' } });
+        expect({ alpn, closedWithin1s: closedAfterMs < 1_000 }).toEqual({ alpn, closedWithin1s: true });
+      }
+      await echoRoundTrip();
+      expectRelayAlive();
+      expect(relay.events('relay.device.offline')).toEqual([]);
+    });
+
     it('MQTT without a client certificate, or with a user certificate, is closed', async () => {
       for (const [credentials, code] of [[undefined, 'PW_CLIENT_CERT_REQUIRED'], [user, 'PW_WRONG_ROLE']] as const) {
         const attempt = await openTcp();
