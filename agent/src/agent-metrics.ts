@@ -4,7 +4,8 @@
  * Gauges are read from the live agent at scrape time; process metrics (open fds, heap, active handles)
  * come from prom-client's defaults with the `portway_agent_` prefix.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { collectedCounter } from '../../shared/collected-counter';
 import { PortwayError } from '../../protocol';
 import { isLoopbackHost, MetricsServer } from '../../shared/metrics-server';
 
@@ -48,37 +49,16 @@ export class AgentMetrics {
     gauge('portway_agent_streams_open', 'streams running (TCP, UDP and serial)', () => source.stats().streams);
     gauge('portway_agent_data_sockets_pooled', 'idle pooled data sockets', () => source.stats().pooled);
     gauge('portway_agent_udp_sessions', 'UDP sessions open', () => source.stats().udpSessions);
-    new Counter({
-      name: 'portway_agent_reconnects_total',
-      help: 'control channel reconnect attempts since start',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(source.stats().reconnects);
-      },
-    });
-    new Counter({
-      name: 'portway_agent_stream_bytes_total',
-      help: 'bytes on the data sockets of streams, ended and live, by direction (the end-to-end session with its TLS overhead)',
-      labelNames: ['direction'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
+    collectedCounter(this.registry, { name: 'portway_agent_reconnects_total', help: 'control channel reconnect attempts since start' }, () => source.stats().reconnects);
+    collectedCounter(
+      this.registry,
+      { name: 'portway_agent_stream_bytes_total', help: 'bytes on the data sockets of streams, ended and live, by direction (the end-to-end session with its TLS overhead)', label: 'direction' },
+      () => {
         const stats = source.stats();
-        this.inc({ direction: 'to_relay' }, stats.bytesToRelay);
-        this.inc({ direction: 'from_relay' }, stats.bytesFromRelay);
+        return { to_relay: stats.bytesToRelay, from_relay: stats.bytesFromRelay };
       },
-    });
-    new Counter({
-      name: 'portway_agent_streams_refused_total',
-      help: 'streams the agent refused, by error code',
-      labelNames: ['code'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [code, n] of Object.entries(source.stats().refusals)) this.inc({ code }, n);
-      },
-    });
+    );
+    collectedCounter(this.registry, { name: 'portway_agent_streams_refused_total', help: 'streams the agent refused, by error code', label: 'code' }, () => source.stats().refusals);
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {

@@ -3,7 +3,8 @@
  * address: metrics reveal fleet size and activity, and the endpoint has no authentication.
  * Gauges are read from the live components at scrape time, so they cannot drift from the truth.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { collectedCounter } from '../../shared/collected-counter';
 import { MetricsServer } from '../../shared/metrics-server';
 import type { RelayStats } from './relay';
 
@@ -27,41 +28,21 @@ export class RelayMetrics {
     gauge('portway_relay_agent_sockets_pooled', 'idle pooled agent data sockets', (s) => s.pooled);
     gauge('portway_relay_dials_pending', 'streams waiting for a dialed agent socket', (s) => s.pendingDials);
     gauge('portway_relay_buffered_bytes', 'bytes held in the relay for spliced streams (queued socket writes)', (s) => s.bufferedBytes);
-    const counter = (name: string, help: string, pick: (s: RelayStats) => number): void => {
-      new Counter({
-        name,
-        help,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          this.inc(pick(source.stats()));
-        },
-      });
-    };
-    counter('portway_relay_streams_total', 'streams paired since start', (s) => s.streamsTotal);
-    counter('portway_relay_device_sessions_total', 'device MQTT sessions accepted since start (with a steady fleet, the reconnects)', (s) => s.deviceSessionsTotal);
-    new Counter({
-      name: 'portway_relay_stream_bytes_total',
-      help: 'bytes written to the sockets of streams, ended and live, by direction (outer TLS before the handoff, the inner session after)',
-      labelNames: ['direction'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
+    collectedCounter(this.registry, { name: 'portway_relay_streams_total', help: 'streams paired since start' }, () => source.stats().streamsTotal);
+    collectedCounter(
+      this.registry,
+      { name: 'portway_relay_device_sessions_total', help: 'device MQTT sessions accepted since start (with a steady fleet, the reconnects)' },
+      () => source.stats().deviceSessionsTotal,
+    );
+    collectedCounter(
+      this.registry,
+      { name: 'portway_relay_stream_bytes_total', help: 'bytes written to the sockets of streams, ended and live, by direction (outer TLS before the handoff, the inner session after)', label: 'direction' },
+      () => {
         const stats = source.stats();
-        this.inc({ direction: 'to_device' }, stats.bytesToDevice);
-        this.inc({ direction: 'to_client' }, stats.bytesToClient);
+        return { to_device: stats.bytesToDevice, to_client: stats.bytesToClient };
       },
-    });
-    new Counter({
-      name: 'portway_relay_rejects_total',
-      help: 'connections refused before routing and data sockets refused, by error code',
-      labelNames: ['code'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [code, n] of Object.entries(source.stats().rejects)) this.inc({ code }, n ?? 0);
-      },
-    });
+    );
+    collectedCounter(this.registry, { name: 'portway_relay_rejects_total', help: 'connections refused before routing and data sockets refused, by error code', label: 'code' }, () => source.stats().rejects);
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
