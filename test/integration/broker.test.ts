@@ -64,6 +64,23 @@ class LogCapture extends EventEmitter {
     this.lines.push(line);
     this.emit('line', line);
   }
+  /** Until `count` lines `msg` matching `match` have been logged (those already logged included). */
+  waitForCount(msg: string, match: (line: LogLine) => boolean, count: number): Promise<void> {
+    const seen = (): number => this.lines.filter((l) => l.msg === msg && match(l)).length;
+    if (seen() >= count) return Promise.resolve();
+    return withTimeout(
+      new Promise<void>((resolve) => {
+        const onLine = (): void => {
+          if (seen() < count) return;
+          this.off('line', onLine);
+          resolve();
+        };
+        this.on('line', onLine);
+      }),
+      `${count} log lines ${msg}`,
+    );
+  }
+
   waitFor(msg: string, match: (line: LogLine) => boolean = () => true): Promise<LogLine> {
     const found = this.lines.find((l) => l.msg === msg && match(l));
     if (found) return Promise.resolve(found);
@@ -465,19 +482,7 @@ describe.each(['embedded', 'external'] as const)('%s broker over TCP', (kind) =>
       return closed;
     }));
     // The broker has seen all four close (and counted them out) before DEV_X comes back.
-    const closes = (): number => h.logs.lines.filter((l) => l.msg === 'broker.connection.closed' && l.deviceId === DEV_X).length;
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        const check = (): void => {
-          if (closes() < 4) return;
-          h.logs.off('line', check);
-          resolve();
-        };
-        h.logs.on('line', check);
-        check();
-      }),
-      'the four quiet connections closed at the broker',
-    );
+    await h.logs.waitForCount('broker.connection.closed', (l) => l.deviceId === DEV_X, 4);
     await roundTrip(await h.connect(device(DEV_X)), DEV_X);
   });
 
