@@ -10,7 +10,7 @@ import net from 'node:net';
 import mqtt, { MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt';
 import pino from 'pino';
 import { EmbeddedBroker, ExternalBroker, type BrokerIdentity, type EmbeddedBrokerOptions } from '../../relay/src/broker';
-import { Disposer as StepDisposer, startMosquitto } from '../helpers';
+import { Disposer as StepDisposer, startFaultProxy, startMosquitto } from '../helpers';
 import { PacketSizeGuard } from '../../relay/src/broker/packet-size-guard';
 import { deviceSubtree, deviceTopic } from '../../protocol';
 
@@ -104,6 +104,8 @@ interface Harness {
   readonly port: number;
   /** A real mqtt.js client over TCP; the broker sees it as `identity`. */
   connect(identity: BrokerIdentity, options?: IClientOptions): Promise<MqttClient>;
+  /** A real mqtt.js client whose CONNECT is under way (not waited for). */
+  open(identity: BrokerIdentity, options?: IClientOptions): MqttClient;
   /** Like connect, but the CONNECT is expected to be refused; resolves with the CONNACK return code. */
   connectRefused(identity: BrokerIdentity, options?: IClientOptions): Promise<number>;
   /** The relay's own client over connectInternalClient(). */
@@ -112,11 +114,19 @@ interface Harness {
   rawSocket(identity: BrokerIdentity): Promise<net.Socket>;
 }
 
-async function startHarness(options: Partial<EmbeddedBrokerOptions> = {}): Promise<Harness> {
+/**
+ * `brokerUrl` (external broker only): where the relay's upstream connections go, given the private
+ * Mosquitto's URL; e.g. through a fault proxy.
+ */
+async function startHarness(options: Partial<EmbeddedBrokerOptions> = {}, brokerUrl?: (mosquittoUrl: string) => Promise<string>): Promise<Harness> {
   const logs = new LogCapture();
   const log = pino({ level: 'trace' }, logs);
   const brokerOptions = { connectTimeoutMs: 2_000, keepaliveMinS: 1, ...options };
-  const broker = brokerKind === 'embedded' ? new EmbeddedBroker({ log }, brokerOptions) : new ExternalBroker({ log }, { ...brokerOptions, url: (await startMosquitto(mosquittos)).url });
+  const externalUrl = async (): Promise<string> => {
+    const { url } = await startMosquitto(mosquittos);
+    return brokerUrl ? brokerUrl(url) : url;
+  };
+  const broker = brokerKind === 'embedded' ? new EmbeddedBroker({ log }, brokerOptions) : new ExternalBroker({ log }, { ...brokerOptions, url: await externalUrl() });
   const identities: BrokerIdentity[] = [];
   const server = net.createServer((socket) => {
     const identity = identities.shift();
@@ -148,6 +158,7 @@ async function startHarness(options: Partial<EmbeddedBrokerOptions> = {}): Promi
     broker,
     logs,
     port,
+    open: (identity, options = {}) => open(identity, options),
     async connect(identity, options = {}) {
       const client = open(identity, options);
       await withTimeout(waitFor(client, 'connect'), 'CONNACK');
@@ -504,6 +515,60 @@ describe.each(['embedded', 'external'] as const)('%s broker over TCP', (kind) =>
     await closeOf(late);
     await h.logs.waitFor('broker.connection.refused', (l) => l.reason === 'not_running');
     await expect(h.broker.start()).rejects.toMatchObject({ code: 'PW_SHUTTING_DOWN' });
+  });
+});
+
+describe('external broker: the broker ends the older session before the relay sees the newer CONNACK', () => {
+  // Mosquitto closes the older connection of a client ID when it takes the newer CONNECT. With latency on the
+  // broker-to-relay direction, that close (a FIN with no data in flight) overtakes the newer CONNACK, which
+  // is what happened by chance under load: the relay must still call it a replacement, once.
+  beforeAll(() => {
+    brokerKind = 'external';
+  });
+  const viaSlowDownstream = async (mosquittoUrl: string): Promise<string> => {
+    const { proxy, host, port } = await startFaultProxy(mosquittos, { host: '127.0.0.1', port: Number(new URL(mosquittoUrl).port) });
+    proxy.setLatency('downstream', { latencyMs: 300, jitterMs: 0 });
+    return `mqtt://${host}:${port}`;
+  };
+  const disconnects = (h: Harness): Array<{ reason: string }> => {
+    const seen: Array<{ reason: string }> = [];
+    h.broker.on('broker.client.disconnected', (event: { reason: string }) => void seen.push(event));
+    return seen;
+  };
+
+  test('the older session is reported replaced, not closed', async () => {
+    const h = await startHarness({}, viaSlowDownstream);
+    const first = await h.connect(device(DEV_A));
+    const seen = disconnects(h);
+    const firstClosed = closeOf(first);
+    const replaced = waitFor(h.broker, 'broker.session.replaced');
+    const second = await h.connect(device(DEV_A));
+    await firstClosed;
+    await replaced;
+    // The older upstream closed before the newer CONNACK arrived.
+    const closedAt = h.logs.lines.findIndex((l) => l.msg === 'broker.connection.closed' && l.deviceId === DEV_A);
+    const replacedAt = h.logs.lines.findIndex((l) => l.msg === 'broker.session.replaced');
+    expect(closedAt).toBeGreaterThanOrEqual(0);
+    expect(closedAt).toBeLessThan(replacedAt);
+    expect(seen).toEqual([expect.objectContaining({ deviceId: DEV_A, reason: 'replaced' })]);
+    await roundTrip(second, DEV_A);
+    expect(h.broker.clientCount).toBe(1);
+  });
+
+  test('a newer connection that never gets its CONNACK leaves the older session reported closed', async () => {
+    const h = await startHarness({}, viaSlowDownstream);
+    const first = await h.connect(device(DEV_A));
+    const seen = disconnects(h);
+    const firstClosed = closeOf(first);
+    const second = h.open(device(DEV_A));
+    await firstClosed; // the broker took the newer CONNECT; its CONNACK is still on the slow link
+    expect(seen).toEqual([]);
+    const disconnected = waitFor(h.broker, 'broker.client.disconnected');
+    second.stream.destroy();
+    expect((await disconnected)[0]).toMatchObject({ deviceId: DEV_A, reason: 'closed' });
+    expect(seen).toHaveLength(1);
+    expect(h.broker.clientCount).toBe(0);
+    expect(h.logs.lines.some((l) => l.msg === 'broker.session.replaced')).toBe(false);
   });
 });
 

@@ -67,6 +67,12 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
   /** Connections whose CONNECT the broker has not accepted yet, and their count per device. */
   private readonly pending = new Set<MqttProxyConnection>();
   private readonly pendingPerDevice: PendingPerDevice;
+  /**
+   * A session whose upstream closed while a newer connection of the same device waited for its CONNACK. The
+   * broker ends the older session when it takes the newer CONNECT, and that close can reach the relay before
+   * the CONNACK does: the newer connection's answer decides whether the older one was replaced or just closed.
+   */
+  private readonly supersededSessions = new Map<string, MqttProxyConnection>();
 
   constructor(deps: { readonly log: Logger }, options: Partial<EmbeddedBrokerOptions> & Pick<ExternalBrokerOptions, 'url' | 'password' | 'caPem'>) {
     super();
@@ -166,7 +172,8 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
   private onConnected(connection: MqttProxyConnection): void {
     const { deviceId } = connection.identity;
     if (this.pending.delete(connection)) this.pendingPerDevice.remove(deviceId);
-    const previous = this.sessions.get(deviceId);
+    const previous = this.sessions.get(deviceId) ?? this.supersededSessions.get(deviceId);
+    this.supersededSessions.delete(deviceId);
     this.sessions.set(deviceId, connection);
     const event = { clientId: deviceId, identity: connection.identity, deviceId };
     if (previous && previous !== connection) {
@@ -186,8 +193,28 @@ export class ExternalBroker extends EventEmitter<EmbeddedBrokerEvents> {
     const { deviceId } = connection.identity;
     if (this.pending.delete(connection)) this.pendingPerDevice.remove(deviceId);
     connection.log.debug({ reason: connection.closeReason }, 'broker.connection.closed');
-    if (this.sessions.get(deviceId) !== connection) return;
-    this.sessions.delete(deviceId);
+    if (this.sessions.get(deviceId) === connection) {
+      this.sessions.delete(deviceId);
+      if (this.successorInFlight(deviceId)) this.supersededSessions.set(deviceId, connection);
+      else this.reportDisconnected(connection);
+      return;
+    }
+    // A newer connection that never got its CONNACK: the session it would have replaced just closed.
+    const superseded = this.supersededSessions.get(deviceId);
+    if (superseded && !this.successorInFlight(deviceId)) {
+      this.supersededSessions.delete(deviceId);
+      this.reportDisconnected(superseded);
+    }
+  }
+
+  /** Whether a connection of `deviceId` has sent its CONNECT to the broker and waits for the answer. */
+  private successorInFlight(deviceId: string): boolean {
+    for (const c of this.pending) if (c.identity.deviceId === deviceId && c.connectSent) return true;
+    return false;
+  }
+
+  private reportDisconnected(connection: MqttProxyConnection): void {
+    const { deviceId } = connection.identity;
     const reason = connection.closeReason ?? 'closed';
     connection.log.info({ clientId: deviceId, reason }, 'broker.client.disconnected');
     this.emit('broker.client.disconnected', { clientId: deviceId, identity: connection.identity, deviceId, reason });

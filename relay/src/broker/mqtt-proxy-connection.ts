@@ -87,6 +87,11 @@ export class MqttProxyConnection {
     this.connectTimer = setTimeout(() => this.abort('connect_timeout'), options.connectTimeoutMs);
   }
 
+  /** The device's CONNECT passed the relay's checks and went to the broker. */
+  get connectSent(): boolean {
+    return this.upstream !== undefined;
+  }
+
   get clientId(): string | undefined {
     return this.state === 'connected' ? this.identity.deviceId : undefined;
   }
