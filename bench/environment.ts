@@ -6,7 +6,7 @@
  *     `iperf`, `echo` and `ssh` (the device sshd), and `portway connect` processes per service.
  * Every part registers its stop on the run's Teardown.
  */
-import { makeTempDir, PortwayCluster, relayUnitNodeArgs, startEchoServer, type EchoServer, type ManagedProcess } from '../devtools';
+import { makeTempDir, PortwayCluster, relayUnitNodeArgs, unitEnvironment, startEchoServer, type EchoServer, type ManagedProcess } from '../devtools';
 import { type IperfServer, startIperfServer } from './iperf';
 import { openSshTunnel, sshConfigPath, startSshPair, type SshPair, type SshTunnel, writeSshConfig } from './ssh-jump';
 import type { Teardown } from './teardown';
@@ -73,6 +73,7 @@ export class BenchEnvironment {
         dir: `${dir}/cluster`,
         deviceName: DEVICE_NAME,
         relayNodeArgs: relayUnitNodeArgs(),
+        relayEnv: unitEnvironment('portway-relay.service'),
         services: [
           { name: 'iperf', type: 'tcp', target: `127.0.0.1:${iperf.port}` },
           { name: 'echo', type: 'tcp', target: `127.0.0.1:${echo.port}` },

@@ -7,10 +7,13 @@
  *      online;
  *   per agent = (RSS_N - RSS_0) / N, from /proc/<relay pid>/status (VmRSS), each reading the median of 5
  *   samples taken after the relay settled. No forced GC (the relay runs as in production).
+ * The relay runs as systemd/portway-relay.service runs it (Node options and Environment=, so on the jemalloc
+ * it preloads); a second cluster measures the same relay on glibc's malloc for comparison, and the floor (a
+ * bare TLS server, bench/tls-floor.ts) runs with the unit's options and environment too.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PortwayCluster, relayUnitNodeArgs } from '../devtools';
+import { PortwayCluster, relayUnitNodeArgs, unitEnvironment } from '../devtools';
 import { apiRequest } from '../shared/https-json';
 import type { BenchContext } from './context';
 import { NOTES_MEMORY } from './notes-baselines';
@@ -70,59 +73,87 @@ async function waitOnline(cluster: PortwayCluster, caPem: string, want: number):
   throw new Error(`only ${online} of ${want} devices online at the relay after ${ONLINE_POLL_TIMEOUT_MS} ms`);
 }
 
-export async function runMemory(ctx: BenchContext): Promise<ResultRow[]> {
+interface RelayMemory {
+  readonly perAgentKiB: number;
+  readonly perAgentPssKiB: number | undefined;
+  readonly base: Awaited<ReturnType<typeof settledRss>>;
+  readonly loaded: Awaited<ReturnType<typeof settledRss>>;
+  readonly enrollMs: unknown;
+  readonly online: Record<string, unknown>;
+  readonly seen: number;
+  readonly fleetRssKiB: number;
+}
+
+/** One relay measurement (see the header) with `relayEnv` as the relay's environment. */
+async function measureRelay(ctx: BenchContext, label: string, relayEnv: Readonly<Record<string, string>>): Promise<RelayMemory> {
   const n = ctx.options.agents;
-  const dir = await ctx.env.dir();
-  const cluster = await PortwayCluster.start({ dir: path.join(dir, 'memory-cluster'), deviceName: 'real-agent', services: [], relayNodeArgs: relayUnitNodeArgs() });
-  ctx.teardown.add('memory cluster', () => cluster.stop());
+  const dir = path.join(await ctx.env.dir(), `memory-cluster-${label}`);
+  const cluster = await PortwayCluster.start({ dir, deviceName: 'real-agent', services: [], relayNodeArgs: relayUnitNodeArgs(), relayEnv });
+  ctx.teardown.add(`memory cluster (${label})`, () => cluster.stop());
   const caPem = await readFile(path.join(cluster.relayDir, 'ca.crt'), 'utf8');
   const enrollKey = (await cluster.mustRun(['relay', 'enroll-key', 'create', '--data', cluster.relayDir, '--owner', 'alice', '--uses', String(n)])).stdout.trim();
 
   const fleet = spawnTracked(ctx.teardown, process.execPath, [path.join(__dirname, 'fake-agents.js')], { stdio: ['pipe', 'pipe', 'pipe'] });
   fleet.child.stdin?.on('error', () => undefined); // the fleet exiting early shows in fleetEvent
   fleet.child.stdin?.write(`${JSON.stringify({ relay: cluster.relayAddress, caFingerprint: cluster.caFingerprint, enrollKey, count: n, concurrency: FLEET_CONCURRENCY })}\n`);
-  ctx.progress(`memory: enrolling ${n} fake devices`);
+  ctx.progress(`memory (${label}): enrolling ${n} fake devices`);
   const enrolled = await fleetEvent(fleet, 'enrolled', ENROLL_TIMEOUT_MS);
-  ctx.progress(`memory: enrolled ${n} in ${String(enrolled.ms)} ms; restarting the relay for a clean baseline`);
+  ctx.progress(`memory (${label}): enrolled ${n} in ${String(enrolled.ms)} ms; restarting the relay for a clean baseline`);
 
   await cluster.relay?.stop('SIGTERM', 10_000);
   const relay = await cluster.startRelay();
   const relayPid = relay.child.pid as number;
   await waitOnline(cluster, caPem, 1);
   const base = await settledRss(relayPid, ctx.options.memorySettleS * 1000);
-  ctx.progress(`memory: relay RSS with 0 fake agents ${base.rssKiB} KiB`);
+  ctx.progress(`memory (${label}): relay RSS with 0 fake agents ${base.rssKiB} KiB`);
 
   fleet.child.stdin?.write('connect\n');
   const online = await fleetEvent(fleet, 'online', CONNECT_TIMEOUT_MS);
   const seen = await waitOnline(cluster, caPem, n + 1);
   const loaded = await settledRss(relayPid, ctx.options.memorySettleS * 1000);
-  const fleetRss = readRssKiB(fleet.child.pid as number);
-  const perAgent = (loaded.rssKiB - base.rssKiB) / n;
-  const perAgentPss = loaded.pssKiB !== undefined && base.pssKiB !== undefined ? (loaded.pssKiB - base.pssKiB) / n : undefined;
-  ctx.progress(`memory: relay RSS with ${n} agents ${loaded.rssKiB} KiB -> ${perAgent.toFixed(1)} KiB per agent (fleet online ${String(online.count)} in ${String(online.ms)} ms)`);
+  const fleetRssKiB = readRssKiB(fleet.child.pid as number);
+  const perAgentKiB = (loaded.rssKiB - base.rssKiB) / n;
+  const perAgentPssKiB = loaded.pssKiB !== undefined && base.pssKiB !== undefined ? (loaded.pssKiB - base.pssKiB) / n : undefined;
+  ctx.progress(`memory (${label}): relay RSS with ${n} agents ${loaded.rssKiB} KiB -> ${perAgentKiB.toFixed(1)} KiB per agent (fleet online ${String(online.count)} in ${String(online.ms)} ms)`);
   fleet.child.stdin?.end('stop\n');
   await Promise.race([fleet.exited, sleep(20_000)]);
   await fleet.stop();
   await cluster.stop();
+  return { perAgentKiB, perAgentPssKiB, base, loaded, enrollMs: enrolled.ms, online, seen, fleetRssKiB };
+}
+
+/** The relay's environment without the unit's LD_PRELOAD: glibc's malloc. */
+function withoutPreload(env: Readonly<Record<string, string>>): Record<string, string> {
+  const { LD_PRELOAD: _preload, ...rest } = env;
+  return rest;
+}
+
+export async function runMemory(ctx: BenchContext): Promise<ResultRow[]> {
+  const n = ctx.options.agents;
+  // As systemd/portway-relay.service runs it: its Node options and its Environment= (LD_PRELOAD=libjemalloc.so.2).
+  const unitEnv = unitEnvironment('portway-relay.service');
+  const allocator = unitEnv.LD_PRELOAD ?? 'glibc malloc';
+  const unit = await measureRelay(ctx, 'unit', unitEnv);
+  const glibc = unitEnv.LD_PRELOAD === undefined ? undefined : await measureRelay(ctx, 'glibc', withoutPreload(unitEnv));
 
   ctx.progress(`memory: the floor, a bare Node TLS server holding ${n} idle mutual-TLS connections`);
-  const floorDir = path.join(dir, 'tls-floor');
+  const floorDir = path.join(await ctx.env.dir(), 'tls-floor');
   await mkdir(floorDir, { recursive: true });
-  const floorKiB = await measureTlsFloor(ctx.teardown, floorDir, n, relayUnitNodeArgs());
+  const floorKiB = await measureTlsFloor(ctx.teardown, floorDir, n, relayUnitNodeArgs(), unitEnv);
 
-  ctx.record('memory', { floorKiBPerConnection: floorKiB, agents: n, enrollMs: enrolled.ms, connectMs: online.ms, fleetOnline: online.count, fleetFailed: online.failed, relayOnlineSeen: seen, base, loaded, fleetProcessRssKiB: fleetRss, perAgentKiB: perAgent, perAgentPssKiB: perAgentPss });
-  return [
-    {
-      section: 'memory',
-      measurement: `relay RSS per idle agent, N=${n} (MQTT/TLS control connection each)`,
-      path: 'Portway relay',
-      result: `${perAgent.toFixed(1)} KiB`,
-      values: { perAgentKiB: perAgent, perAgentPssKiB: perAgentPss, rss0KiB: base.rssKiB, rssNKiB: loaded.rssKiB, agents: n },
-      comparison: `RSS ${(base.rssKiB / 1024).toFixed(1)} → ${(loaded.rssKiB / 1024).toFixed(1)} MiB${perAgentPss === undefined ? '' : `; PSS ${perAgentPss.toFixed(1)} KiB/agent`}; bare Node mutual-TLS server, same run: ${floorKiB.toFixed(1)} KiB per idle connection`,
-      target: `≤ ${TARGET_KIB_PER_AGENT} KiB`,
-      targetMet: perAgent <= TARGET_KIB_PER_AGENT,
-      notes: NOTES_MEMORY,
-      check: `enroll ${(Number(enrolled.ms) / 1000).toFixed(1)} s, connect ${(Number(online.ms) / 1000).toFixed(1)} s; fleet process ${(fleetRss / 1024).toFixed(0)} MiB`,
-    },
-  ];
+  ctx.record('memory', { floorKiBPerConnection: floorKiB, agents: n, allocator, unit, glibc });
+  const row = (m: RelayMemory, path: string, comparison: string, isTarget: boolean): ResultRow => ({
+    section: 'memory',
+    measurement: `relay RSS per idle agent, N=${n} (MQTT/TLS control connection each)`,
+    path,
+    result: `${m.perAgentKiB.toFixed(1)} KiB`,
+    values: { perAgentKiB: m.perAgentKiB, perAgentPssKiB: m.perAgentPssKiB, rss0KiB: m.base.rssKiB, rssNKiB: m.loaded.rssKiB, agents: n },
+    comparison: `RSS ${(m.base.rssKiB / 1024).toFixed(1)} → ${(m.loaded.rssKiB / 1024).toFixed(1)} MiB${m.perAgentPssKiB === undefined ? '' : `; PSS ${m.perAgentPssKiB.toFixed(1)} KiB/agent`}${comparison}`,
+    ...(isTarget ? { target: `≤ ${TARGET_KIB_PER_AGENT} KiB`, targetMet: m.perAgentKiB <= TARGET_KIB_PER_AGENT } : { target: 'comparison' }),
+    notes: NOTES_MEMORY,
+    check: `enroll ${(Number(m.enrollMs) / 1000).toFixed(1)} s, connect ${(Number(m.online.ms) / 1000).toFixed(1)} s; fleet process ${(m.fleetRssKiB / 1024).toFixed(0)} MiB`,
+  });
+  const rows = [row(unit, `Portway relay (as its unit runs it: ${allocator})`, `; bare Node mutual-TLS server, same run and allocator: ${floorKiB.toFixed(1)} KiB per idle connection`, true)];
+  if (glibc) rows.push(row(glibc, 'Portway relay on glibc malloc (no LD_PRELOAD)', '', false));
+  return rows;
 }

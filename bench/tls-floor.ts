@@ -73,10 +73,10 @@ async function lineWith(child: TrackedChild, key: string, after: number): Promis
   }
 }
 
-/** KiB of server RSS per idle mutual-TLS connection, with `nodeArgs` for the server process. */
-export async function measureTlsFloor(teardown: Teardown, dir: string, n: number, nodeArgs: readonly string[]): Promise<number> {
+/** KiB of server RSS per idle mutual-TLS connection, with `nodeArgs` and `env` (added) for the server process. */
+export async function measureTlsFloor(teardown: Teardown, dir: string, n: number, nodeArgs: readonly string[], env: Readonly<Record<string, string>> = {}): Promise<number> {
   makeModelCerts(dir);
-  const srv = spawnTracked(teardown, process.execPath, [...nodeArgs, __filename, 'server', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const srv = spawnTracked(teardown, process.execPath, [...nodeArgs, __filename, 'server', dir], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const { value: listening, at } = await lineWith(srv, 'port', 0);
   await new Promise((r) => setTimeout(r, SETTLE_MS));
   srv.child.stdin?.write('rss\n');

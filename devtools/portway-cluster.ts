@@ -34,6 +34,8 @@ export interface ClusterOptions {
   readonly relayNodeArgs?: readonly string[];
   /** Extra environment for the relay process, e.g. `unitEnvironment('portway-relay.service')`. */
   readonly relayEnv?: Readonly<Record<string, string>>;
+  /** A command the relay's node runs under, e.g. a seccomp wrapper: `[program, ...args]`, then node and its arguments. */
+  readonly relayLauncher?: readonly string[];
   /** The relay's external MQTT broker (`--broker`): mqtt://host:port; absent = the embedded broker. */
   readonly relayBroker?: string;
   /** The IPv4 address the relay listens on and everyone dials (added to its certificate's names); default 127.0.0.1. */
@@ -205,8 +207,9 @@ export class PortwayCluster {
     await fs.writeFile(this.agentConfigFile, JSON.stringify(config, null, 2));
   }
 
-  spawnCli(args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}, nodeArgs: readonly string[] = []): ManagedProcess {
-    const child = spawn(process.execPath, [...nodeArgs, PORTWAY_BIN, ...args], { env: { ...this.env, ...extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
+  spawnCli(args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}, nodeArgs: readonly string[] = [], launcher: readonly string[] = []): ManagedProcess {
+    const [program, ...argv] = [...launcher, process.execPath, ...nodeArgs, PORTWAY_BIN, ...args];
+    const child = spawn(program as string, argv, { env: { ...this.env, ...extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
     const proc = new ManagedProcess(child);
     this.children.add(proc);
     proc.exited.then(() => this.children.delete(proc), () => undefined);
@@ -234,6 +237,7 @@ export class PortwayCluster {
       ['relay', '--data', this.relayDir, ...this.dbArgs, ...(this.options.relayBroker ? ['--broker', this.options.relayBroker] : []), '--listen', this.relayAddress, '--config', path.join(this.dir, 'relay.json'), '--log-level', this.options.logLevel ?? 'info'],
       this.options.relayEnv ?? {},
       this.options.relayNodeArgs,
+      this.options.relayLauncher,
     );
     this.relay = relay;
     await relay.waitForLine(isEvent('relay.started'), 20_000, 'relay.started');

@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ManagedProcess, isEvent, unitEnvironment } from '../../devtools/portway-cluster';
+import { ManagedProcess, isEvent, relayUnitNodeArgs, unitEnvironment } from '../../devtools/portway-cluster';
 import { Disposer, HELLO_TEXT, makeTempDir, runProcess, startCluster, startHttpServer } from '../helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -161,5 +161,37 @@ describe('the agent unit\'s syscall filter', () => {
     const curl = await runProcess(disposer, 'curl', ['-sS', '--max-time', '10', `http://127.0.0.1:${port}/hello`], { timeoutMs: 15_000 });
     expect(curl.stdout).toBe(HELLO_TEXT);
     expect(await agent.stop()).toBe(0);
+  });
+});
+
+describe('the relay unit\'s allocator and syscall filter', () => {
+  const disposer = new Disposer();
+  afterEach(() => disposer.run());
+
+  it('the relay runs on the preloaded jemalloc under the unit\'s SystemCallFilter, with its Node options, and serves a stream', async () => {
+    const unit = unitSettings(readFileSync(path.join(UNITS_DIR, 'portway-relay.service'), 'utf8'));
+    const env = unitEnvironment('portway-relay.service');
+    expect(env.LD_PRELOAD).toBe('libjemalloc.so.2');
+    const filters = unit.get('SystemCallFilter') ?? [];
+    expect(filters).toEqual(['@system-service', '~@privileged @resources']);
+
+    const http = await startHttpServer(disposer);
+    const seccompExec = path.join(ROOT, 'test', 'fixtures', 'seccomp-exec.py');
+    const cluster = await startCluster(disposer, {
+      services: [{ name: 'web', type: 'tcp', target: `127.0.0.1:${http.port}` }],
+      relayEnv: env,
+      relayNodeArgs: relayUnitNodeArgs(),
+      relayLauncher: ['/usr/bin/python3', seccompExec, ...filters, '--'],
+    });
+    const relay = cluster.relay as ManagedProcess;
+    expect(relay.stderr).toMatch(/seccomp-exec: \d+ syscalls allowed/);
+    // A library the loader cannot find is only a warning ("cannot be preloaded ... ignored"): check it is mapped.
+    expect(relay.stderr).not.toMatch(/cannot be preloaded/);
+    const maps = readFileSync(`/proc/${String(relay.child.pid)}/maps`, 'utf8');
+    expect(maps).toMatch(/\/libjemalloc\.so\.2\b/);
+    const { port } = await cluster.connect('web');
+    const curl = await runProcess(disposer, 'curl', ['-sS', '--max-time', '10', `http://127.0.0.1:${port}/hello`], { timeoutMs: 15_000 });
+    expect(curl.stdout).toBe(HELLO_TEXT);
+    expect(await relay.stop()).toBe(0);
   });
 });
