@@ -43,7 +43,7 @@ export class FaultConnection {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly openSides = new Set<Side>(['client', 'upstream']);
   private upstreamState: 'waiting' | 'connecting' | 'connected' | 'failed' = 'waiting';
-  private resetPeerTimer: NodeJS.Timeout | null = null;
+  private resetPeerTimer: Delay | null = null;
   private resolveClosed: () => void = () => undefined;
   /** Settles when both sockets have closed and every timer is cleared. */
   readonly closed = new Promise<void>((resolve) => (this.resolveClosed = resolve));
@@ -208,19 +208,35 @@ export class FaultConnection {
     return sampleDelayMs(this.deps.toxics(direction).latency, this.deps.random);
   }
 
-  private later(delayMs: number, action: () => void): NodeJS.Timeout {
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      action();
-    }, delayMs);
-    this.timers.add(timer);
-    return timer;
+  /**
+   * Run `action` once `delayMs` have passed by performance.now(). A Node timer can fire up to ~1 ms early
+   * against it (libuv measures from the loop's cached time), so an early one re-arms for the rest.
+   */
+  private later(delayMs: number, action: () => void): Delay {
+    const due = performance.now() + delayMs;
+    const arm = (ms: number): NodeJS.Timeout => {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        const left = due - performance.now();
+        if (left > 0) delay.timer = arm(left);
+        else action();
+      }, Math.max(1, Math.ceil(ms)));
+      this.timers.add(timer);
+      return timer;
+    };
+    const delay: Delay = { timer: arm(delayMs) };
+    return delay;
   }
 
-  private clearTimer(timer: NodeJS.Timeout): void {
-    clearTimeout(timer);
-    this.timers.delete(timer);
+  private clearTimer(delay: Delay): void {
+    clearTimeout(delay.timer);
+    this.timers.delete(delay.timer);
   }
+}
+
+/** A pending `later` action; `timer` is the one armed now (an early firing re-arms). */
+interface Delay {
+  timer: NodeJS.Timeout;
 }
 
 /** RST for a connected socket; nothing for one already gone. */

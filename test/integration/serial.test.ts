@@ -31,6 +31,8 @@ describe('serial services', () => {
   let raw: PtyPair;
   let rfc: PtyPair;
   const dev = (name: string): string => path.join(dir, name);
+  /** How many `event` lines (agent.stream.opened / .closed) the agent logged for `service`. */
+  const streamsOf = (service: string, event: string): number => cluster.agent!.events(event).filter((e) => e.service === service).length;
 
   beforeAll(async () => {
     dir = await makeTempDir(suite, 'portway-serial-');
@@ -303,6 +305,8 @@ step('closed')
   });
 
   it('rfc2217: malformed Telnet is logged with PW_TELNET_INVALID and costs only the bad command', async () => {
+    // The pyserial test's stream may still be closing at the agent (one writer at a time: PW_SERIAL_BUSY).
+    await waitFor(() => streamsOf('modem', 'agent.stream.closed') === streamsOf('modem', 'agent.stream.opened'), { timeoutMs: LOG_TIMEOUT_MS, intervalMs: 50, description: 'earlier modem streams closed at the agent' });
     const { port, proc } = await cluster.connect('modem');
     const peer = await openPeer(disposer, rfc.peerPath);
     const atPeer = new ByteTaker(peer);
