@@ -65,8 +65,6 @@ export interface PumpOptions {
    * The TCP connection to the relay that carries `inner`; on abort it is reset (RST) instead of closed. The
    * relay only splices ciphertext and Node reports a TLS end without close_notify as a clean end, so a FIN
    * here would tell it (and through it the far end) that the stream ended in order; a reset says it was cut.
-   * One exception: after an integrity failure the FIN goes first, behind the TLS alert, and the reset follows
-   * (INTEGRITY_ALERT_LINGER_MS); the alert itself tells the far end the stream failed.
    */
   readonly transport?: Socket;
   /** Heartbeat interval of this side (the agent's); the forward proxy's comes from the device's E2E_STATUS. */
@@ -151,10 +149,6 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
       // TLS wrap's callback this may run in: resetting the TCP handle under a wrap that is still dispatching,
       // then destroying the wrap, crashed the forward proxy with SIGSEGV (a UDP session storm evicting sessions
       // whose streams were still opening: reliability-udp-storm.test.ts; the relay met it in tls-front.ts).
-      if (refusal?.code === 'PW_E2E_INTEGRITY') {
-        lingerThenReset(transport, inner, options.closeGraceMs);
-        return;
-      }
       setImmediate(() => {
         resetSocket(transport, options.closeGraceMs);
         inner.destroy();
@@ -322,32 +316,6 @@ export function pumpE2E(inner: Duplex, local: Duplex, options: PumpOptions): Pro
 export function isIntegrityFailure(err: Error): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return typeof code === 'string' && (code.startsWith('ERR_SSL_') || code === 'EPROTO');
-}
-
-/**
- * How long the end that detected an integrity failure keeps its transport half-open before the reset. OpenSSL
- * has written its alert (bad_record_mac) to the transport when the error is reported; sent at once, the reset
- * can overtake it, and the far end's kernel drops unread data on an RST, so the far end would see a bare
- * abort (PW_STREAM_ABORTED) instead of the integrity failure. A FIN behind the alert keeps the order through
- * the relay, which passes half-closes on; the reset then still marks the stream as cut.
- */
-export const INTEGRITY_ALERT_LINGER_MS = 250;
-
-/** After an integrity failure: FIN behind the alert, then the reset (see INTEGRITY_ALERT_LINGER_MS). */
-function lingerThenReset(transport: Socket, inner: Duplex, graceMs: number): void {
-  // One turn later, outside the TLS wrap's callback (see abort).
-  setImmediate(() => {
-    if (!transport.destroyed && !transport.writableEnded) transport.end();
-    const timer = setTimeout(() => {
-      resetSocket(transport, graceMs);
-      inner.destroy();
-    }, INTEGRITY_ALERT_LINGER_MS);
-    timer.unref();
-    transport.once('close', () => {
-      clearTimeout(timer);
-      inner.destroy();
-    });
-  });
 }
 
 /** Reset a socket (RST), so its application sees an error, never a clean end. */

@@ -410,11 +410,11 @@ describe('relay under hostile input', () => {
       // Well past the handshakes (a few KiB): inside the inner session's records.
       proxy.proxy.setBitflip('upstream', { atByte: 64 * 1024, bit: 3 });
       const result = await runProcess(disposer, process.execPath, [PORTWAY_BIN, 'pipe', 'pi1', 'echo'], { input: payload, env: { ...process.env, XDG_CONFIG_HOME: home }, timeoutMs: 30_000 });
-      // The agent's inner TLS fails to decrypt the damaged record and alerts the client; the agent sends a FIN
-      // behind the alert and resets only later (INTEGRITY_ALERT_LINGER_MS), so the alert reaches the client and
-      // it names the integrity failure too. Never a clean end.
+      // The agent's inner TLS fails to decrypt the damaged record and alerts the client. The client names the
+      // integrity failure when the alert reaches it before the reset that follows; a reset that overtakes the alert
+      // (its kernel drops unread data on RST) leaves it PW_STREAM_ABORTED (seen once in a full run). Never a clean end.
       expect(result.code).toBe(1);
-      expect(result.stderr).toMatch(/^portway: PW_E2E_INTEGRITY: end-to-end integrity check failed \(ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC\): [^\n]+\n$/);
+      expect(result.stderr).toMatch(/^portway: (PW_E2E_INTEGRITY: end-to-end integrity check failed \(ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC\): [^\n]+|PW_STREAM_ABORTED: the stream was cut before a clean end)\n$/);
       const agent = cluster.agent as ManagedProcess;
       await agent.waitForLine((l) => isEvent('agent.stream.closed')(l) && l.includes('"code":"PW_E2E_INTEGRITY"'), 10_000, 'agent.stream.closed PW_E2E_INTEGRITY');
       expect(result.stdout.length).toBeLessThan(payload.length);
