@@ -15,6 +15,8 @@ import { spawnTracked } from './teardown';
 
 const SIZES = [64, 1200] as const;
 const CLIENT_SLACK_MS = 20_000;
+const BUSY_ATTEMPTS = 5;
+const BUSY_RETRY_MS = 1_000;
 
 interface UdpRun {
   readonly path: 'direct' | 'portway';
@@ -47,7 +49,7 @@ export async function runUdp(ctx: BenchContext): Promise<ResultRow[]> {
       for (const [path, port] of [['direct', iperf.port], ['portway', ctl.port]] as const) {
         ctx.signal.throwIfAborted();
         ctx.progress(`udp ${size} B ${path}`);
-        runs.push({ path, size, ...(await iperfUdp(ctx, port, size, seconds)) });
+        runs.push({ path, size, ...(await iperfUdpWhenFree(ctx, port, size, seconds)) });
       }
     }
   }
@@ -72,6 +74,21 @@ export async function runUdp(ctx: BenchContext): Promise<ResultRow[]> {
     }
   }
   return rows;
+}
+
+/**
+ * iperf3's server runs one test at a time and answers "the server is busy running a test" while it is still
+ * ending the previous one (after a run through Portway its control stream takes a moment to close): wait and
+ * try again, at most BUSY_ATTEMPTS times.
+ */
+async function iperfUdpWhenFree(ctx: BenchContext, port: number, size: number, seconds: number): Promise<{ dps?: number; lossPct?: number; error?: string }> {
+  let result = await iperfUdp(ctx, port, size, seconds);
+  for (let attempt = 1; attempt < BUSY_ATTEMPTS && result.error !== undefined && /server is busy/.test(result.error); attempt++) {
+    ctx.progress(`udp ${size} B: iperf3 server busy, retrying in ${BUSY_RETRY_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS));
+    result = await iperfUdp(ctx, port, size, seconds);
+  }
+  return result;
 }
 
 async function iperfUdp(ctx: BenchContext, port: number, size: number, seconds: number): Promise<{ dps?: number; lossPct?: number; error?: string }> {
