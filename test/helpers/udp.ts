@@ -91,3 +91,17 @@ export async function findFreeUdpPort(): Promise<number> {
   await new Promise<void>((resolve) => socket.close(() => resolve()));
   return port;
 }
+
+/**
+ * `count` distinct UDP ports free at the time of asking: all are bound at once (so none repeats), then
+ * released. For clients whose source port must differ, like dig runs that must be separate sessions.
+ */
+export async function findFreeUdpPorts(count: number): Promise<number[]> {
+  const sockets = Array.from({ length: count }, () => dgram.createSocket('udp4'));
+  try {
+    await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()))));
+    return sockets.map((socket) => socket.address().port);
+  } finally {
+    await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
+  }
+}

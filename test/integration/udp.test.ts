@@ -15,7 +15,7 @@ import { pseudoRandomBytes } from '../../devtools';
 import type { ManagedProcess, PortwayCluster } from '../../devtools/portway-cluster';
 import { connectTcp, Disposer, findFreePort, runProcess, startCluster, startEchoServer, waitFor } from '../helpers';
 import { startDnsmasq } from '../helpers/dnsmasq';
-import { startUdpEchoServer, UdpClient } from '../helpers/udp';
+import { findFreeUdpPorts, startUdpEchoServer, UdpClient } from '../helpers/udp';
 
 jest.setTimeout(120_000);
 
@@ -126,9 +126,12 @@ describe('UDP services', () => {
   it(`dig reaches a real dnsmasq through the tunnel, ${DIG_CLIENTS} clients at once; sessions return to zero after the idle timeout`, async () => {
     // The proxy's idle timeout is longer than the agent's, so the agent's ends every session.
     const { port, proc } = await cluster.connectUdp('dns', ['--idle-timeout', '30000']);
+    // One source port each (dig's own random pick can repeat the port of a dig that already finished, and
+    // the proxy would then carry both in one session).
+    const sourcePorts = await findFreeUdpPorts(DIG_CLIENTS);
     const answers = await Promise.all(
-      Array.from({ length: DIG_CLIENTS }, (_, i) =>
-        runProcess(disposer, 'dig', ['@127.0.0.1', '-p', String(port), hostName(i), 'A', '+short', '+time=20', '+tries=1'], { timeoutMs: 30_000 }),
+      sourcePorts.map((sourcePort, i) =>
+        runProcess(disposer, 'dig', ['@127.0.0.1', '-p', String(port), '-b', `127.0.0.1#${sourcePort}`, hostName(i), 'A', '+short', '+time=20', '+tries=1'], { timeoutMs: 30_000 }),
       ),
     );
     answers.forEach((result, i) => {
