@@ -82,6 +82,8 @@ interface RelayMemory {
   readonly online: Record<string, unknown>;
   readonly seen: number;
   readonly fleetRssKiB: number;
+  /** The preloaded library if the relay really mapped it (a missing one is only a loader warning). */
+  readonly preloaded?: string;
 }
 
 /** One relay measurement (see the header) with `relayEnv` as the relay's environment. */
@@ -111,6 +113,8 @@ async function measureRelay(ctx: BenchContext, label: string, relayEnv: Readonly
   const online = await fleetEvent(fleet, 'online', CONNECT_TIMEOUT_MS);
   const seen = await waitOnline(cluster, caPem, n + 1);
   const loaded = await settledRss(relayPid, ctx.options.memorySettleS * 1000);
+  const preload = relayEnv.LD_PRELOAD;
+  const preloaded = preload !== undefined && (await readFile(`/proc/${relayPid}/maps`, 'utf8')).includes(`/${preload}`) ? preload : undefined;
   const fleetRssKiB = readRssKiB(fleet.child.pid as number);
   const perAgentKiB = (loaded.rssKiB - base.rssKiB) / n;
   const perAgentPssKiB = loaded.pssKiB !== undefined && base.pssKiB !== undefined ? (loaded.pssKiB - base.pssKiB) / n : undefined;
@@ -119,7 +123,7 @@ async function measureRelay(ctx: BenchContext, label: string, relayEnv: Readonly
   await Promise.race([fleet.exited, sleep(20_000)]);
   await fleet.stop();
   await cluster.stop();
-  return { perAgentKiB, perAgentPssKiB, base, loaded, enrollMs: enrolled.ms, online, seen, fleetRssKiB };
+  return { perAgentKiB, perAgentPssKiB, base, loaded, enrollMs: enrolled.ms, online, seen, fleetRssKiB, ...(preloaded === undefined ? {} : { preloaded }) };
 }
 
 /** The relay's environment without the unit's LD_PRELOAD: glibc's malloc. */
@@ -132,8 +136,8 @@ export async function runMemory(ctx: BenchContext): Promise<ResultRow[]> {
   const n = ctx.options.agents;
   // As systemd/portway-relay.service runs it: its Node options and its Environment= (LD_PRELOAD=libjemalloc.so.2).
   const unitEnv = unitEnvironment('portway-relay.service');
-  const allocator = unitEnv.LD_PRELOAD ?? 'glibc malloc';
   const unit = await measureRelay(ctx, 'unit', unitEnv);
+  const allocator = unit.preloaded ?? (unitEnv.LD_PRELOAD === undefined ? 'glibc malloc' : `glibc malloc: ${unitEnv.LD_PRELOAD} is not installed`);
   const glibc = unitEnv.LD_PRELOAD === undefined ? undefined : await measureRelay(ctx, 'glibc', withoutPreload(unitEnv));
 
   ctx.progress(`memory: the floor, a bare Node TLS server holding ${n} idle mutual-TLS connections`);
