@@ -33,6 +33,7 @@ import type { Device, Share, Store, User } from '../store';
 import { dropConnection, type Connection } from '../tls-front';
 import { AgentSockets } from './agent-sockets';
 import type { DataMisbehaviour } from './data-misbehaviour';
+import { LiveStreams, type StreamPair } from './live-streams';
 import { splice } from './splice';
 
 export interface DataPlaneOptions {
@@ -68,17 +69,13 @@ interface Primed {
 
 export class DataPlane {
   private readonly agentSockets: AgentSockets;
-  private readonly streamsPerDevice = new Map<string, number>();
+  /** Spliced streams by device (limits, metrics, and cutting them on revocation). */
+  private readonly live = new LiveStreams();
   private readonly primed = new Set<Primed>();
   private readonly primedPerUser = new Map<string, number>();
   private readonly abort = new AbortController();
-  private streamsTotal = 0;
-  /** Bytes of ended streams; live ones are added at read time (stats()). */
-  private endedBytes = { toDevice: 0, toClient: 0 };
   private readonly rejects: Partial<Record<ErrorCode, number>> = {};
   private readonly onOffline = (deviceId: string): void => this.deviceOffline(deviceId);
-  /** Spliced streams by device, so that a revocation can cut them (dropDevice). */
-  private readonly liveStreams = new Map<string, Set<readonly [Connection, Connection]>>();
 
   constructor(
     private readonly deps: { log: Logger; store: Store; registry: DeviceRegistry; misbehaviour?: DataMisbehaviour },
@@ -99,23 +96,8 @@ export class DataPlane {
   }
 
   stats(): DataPlaneStats {
-    let streamsOpen = 0;
-    for (const n of this.streamsPerDevice.values()) streamsOpen += n;
-    let bufferedBytes = 0;
-    let { toDevice: bytesToDevice, toClient: bytesToClient } = this.endedBytes;
-    for (const pairs of this.liveStreams.values()) {
-      for (const [client, agent] of pairs) {
-        bufferedBytes += client.raw.writableLength + agent.raw.writableLength;
-        bytesToDevice += agent.raw.bytesWritten;
-        bytesToClient += client.raw.bytesWritten;
-      }
-    }
     return {
-      streamsOpen,
-      bufferedBytes,
-      bytesToDevice,
-      bytesToClient,
-      streamsTotal: this.streamsTotal,
+      ...this.live.stats(),
       primed: this.primed.size,
       pooled: this.agentSockets.pooledCount(),
       pendingDials: this.agentSockets.pendingDials,
@@ -299,8 +281,7 @@ export class DataPlane {
   }
 
   private async acquireAgent(deviceId: string): Promise<Connection> {
-    const open = this.streamsPerDevice.get(deviceId) ?? 0;
-    if (open >= this.options.maxStreamsPerDevice) throw new PortwayError('PW_LIMIT_REACHED', 'too many streams on this device');
+    if (this.live.countFor(deviceId) >= this.options.maxStreamsPerDevice) throw new PortwayError('PW_LIMIT_REACHED', 'too many streams on this device');
     const pooled = this.agentSockets.takePooled(deviceId);
     if (pooled) return pooled;
     const { token, socket } = this.agentSockets.expectDial(deviceId);
@@ -312,10 +293,8 @@ export class DataPlane {
     const certFingerprint = client.peer.certFingerprint as string;
     const service = this.deps.misbehaviour?.serviceForAgent(s.service) ?? s.service;
     const streamOpen = encodeFrame(FrameType.STREAM_OPEN, { streamId: s.streamId, service, user: { id: s.user.id, name: s.user.name, certFingerprint } });
-    this.streamsPerDevice.set(s.deviceId, (this.streamsPerDevice.get(s.deviceId) ?? 0) + 1);
-    this.streamsTotal++;
-    const live: readonly [Connection, Connection] = [client, agent];
-    this.trackLive(s.deviceId, live, true);
+    const live: StreamPair = [client, agent];
+    this.live.add(s.deviceId, live);
     s.log.info('relay.stream.opened');
     this.sendLast(agent, streamOpen)
       .then(() => {
@@ -324,14 +303,11 @@ export class DataPlane {
       })
       .then(
         (result) => {
-          this.endLive(s.deviceId, live);
-          const n = (this.streamsPerDevice.get(s.deviceId) ?? 1) - 1;
-          if (n <= 0) this.streamsPerDevice.delete(s.deviceId);
-          else this.streamsPerDevice.set(s.deviceId, n);
+          this.live.remove(s.deviceId, live);
           s.log.info({ outcome: result.outcome, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA }, 'relay.stream.closed');
         },
         (err: unknown) => {
-          this.endLive(s.deviceId, live);
+          this.live.remove(s.deviceId, live);
           s.log.error({ err }, 'relay.stream.splice_failed');
         },
       );
@@ -339,30 +315,10 @@ export class DataPlane {
 
   // ---- revocation (relay/src/control/device-revocations.ts calls dropDevice; the token and share routes dropClientStreams)
 
-  /** A stream ended: its bytes move from the live sum to the ended one (so the byte counters never go back). */
-  private endLive(deviceId: string, live: readonly [Connection, Connection]): void {
-    this.trackLive(deviceId, live, false);
-    this.endedBytes.toDevice += live[1].raw.bytesWritten;
-    this.endedBytes.toClient += live[0].raw.bytesWritten;
-  }
-
-  private trackLive(deviceId: string, pair: readonly [Connection, Connection], isOpen: boolean): void {
-    const set = this.liveStreams.get(deviceId) ?? new Set();
-    if (isOpen) set.add(pair);
-    else set.delete(pair);
-    if (set.size > 0) this.liveStreams.set(deviceId, set);
-    else this.liveStreams.delete(deviceId);
-  }
-
   /** A revoked device: its pooled sockets, waiting dials, primed client sockets and spliced streams end now (reset). */
   dropDevice(deviceId: string): number {
     this.deviceOffline(deviceId, new PortwayError('PW_DEVICE_REVOKED'));
-    const live = [...(this.liveStreams.get(deviceId) ?? [])];
-    for (const [client, agent] of live) {
-      dropConnection(client, { reset: true });
-      dropConnection(agent, { reset: true });
-    }
-    return live.length;
+    return this.live.reset((d) => d === deviceId);
   }
 
   /**
@@ -374,16 +330,7 @@ export class DataPlane {
     const matches = (peer: { readonly id?: string; readonly certFingerprint?: string }): boolean =>
       (filter.userId === undefined || peer.id === filter.userId) &&
       (filter.certFingerprints === undefined || (peer.certFingerprint !== undefined && filter.certFingerprints.has(peer.certFingerprint)));
-    let dropped = 0;
-    for (const [deviceId, set] of [...this.liveStreams]) {
-      if (filter.deviceId !== undefined && deviceId !== filter.deviceId) continue;
-      for (const [client, agent] of [...set]) {
-        if (!matches(client.peer)) continue;
-        dropConnection(client, { reset: true });
-        dropConnection(agent, { reset: true });
-        dropped++;
-      }
-    }
+    const dropped = this.live.reset((deviceId, client) => (filter.deviceId === undefined || deviceId === filter.deviceId) && matches(client.peer));
     for (const p of [...this.primed]) {
       if ((filter.deviceId !== undefined && p.deviceId !== filter.deviceId) || !matches(p.conn.peer)) continue;
       this.untrackPrimed(p.conn);
