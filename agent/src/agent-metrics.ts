@@ -4,8 +4,8 @@
  * Gauges are read from the live agent at scrape time; process metrics (open fds, heap, active handles)
  * come from prom-client's defaults with the `portway_agent_` prefix.
  */
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { collectedCounter } from '../../shared/collected-counter';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { collectedCounter, collectedGauge } from '../../shared/collected-counter';
 import { PortwayError } from '../../protocol';
 import { isLoopbackHost, MetricsServer } from '../../shared/metrics-server';
 
@@ -42,9 +42,7 @@ export class AgentMetrics {
 
   constructor(source: AgentMetricsSource) {
     collectDefaultMetrics({ register: this.registry, prefix: 'portway_agent_' });
-    const gauge = (name: string, help: string, pick: () => number): void => {
-      new Gauge({ name, help, registers: [this.registry], collect() { this.set(pick()); } });
-    };
+    const gauge = (name: string, help: string, pick: () => number): void => collectedGauge(this.registry, name, help, pick);
     gauge('portway_agent_online', '1 while the control channel is up', () => (source.isOnline ? 1 : 0));
     gauge('portway_agent_streams_open', 'streams running (TCP, UDP and serial)', () => source.stats().streams);
     gauge('portway_agent_data_sockets_pooled', 'idle pooled data sockets', () => source.stats().pooled);

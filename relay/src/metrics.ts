@@ -3,8 +3,8 @@
  * address: metrics reveal fleet size and activity, and the endpoint has no authentication.
  * Gauges are read from the live components at scrape time, so they cannot drift from the truth.
  */
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { collectedCounter } from '../../shared/collected-counter';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { collectedCounter, collectedGauge } from '../../shared/collected-counter';
 import { MetricsServer } from '../../shared/metrics-server';
 import type { RelayStats } from './relay';
 
@@ -18,9 +18,7 @@ export class RelayMetrics {
 
   constructor(source: MetricsSource) {
     collectDefaultMetrics({ register: this.registry, prefix: 'portway_relay_' });
-    const gauge = (name: string, help: string, pick: (s: ReturnType<MetricsSource['stats']>) => number): void => {
-      new Gauge({ name, help, registers: [this.registry], collect() { this.set(pick(source.stats())); } });
-    };
+    const gauge = (name: string, help: string, pick: (s: ReturnType<MetricsSource['stats']>) => number): void => collectedGauge(this.registry, name, help, () => pick(source.stats()));
     gauge('portway_relay_connections', 'TCP connections on the relay port', (s) => s.connections);
     gauge('portway_relay_mqtt_clients', 'MQTT sessions (devices plus the relay itself)', (s) => s.mqttClients);
     gauge('portway_relay_streams_open', 'paired streams', (s) => s.streamsOpen);

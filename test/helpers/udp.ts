@@ -85,11 +85,8 @@ export class UdpClient {
 
 /** A UDP port free at the time of asking (for programs that cannot bind port 0 and report it, like dnsmasq). */
 export async function findFreeUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
+  const [port] = await findFreeUdpPorts(1);
+  return port as number;
 }
 
 /**
